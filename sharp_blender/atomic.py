@@ -1,0 +1,35 @@
+"""Write files so that readers never see half of one: a temporary name beside the target, then rename.
+
+Shared by the add-on and the sidecar (linked as ``sharp_sidecar.atomic``). Stdlib only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success rename it onto ``target``.
+
+    On any exception the temporary file is removed and ``target`` is left as it was. ``suffix``
+    defaults to the target's own (encoders such as ffmpeg pick the format from it).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".partial" + (target.suffix if suffix is None else suffix), dir=target.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

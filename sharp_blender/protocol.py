@@ -1,0 +1,123 @@
+"""The sidecar protocol: newline-delimited JSON over the sidecar's stdin/stdout. Stdlib only.
+
+This file is shared: the add-on's client imports it as ``sharp_blender.protocol`` and the sidecar
+links the same file as ``sharp_sidecar.protocol``, so both sides use one set of names.
+
+Transport
+    One JSON object per line, UTF-8, on stdin (requests) and stdout (events). Logs go to stderr and
+    are never parsed. The sidecar opens no network port.
+
+Start-up
+    The sidecar first writes ``{"type": "ready", "id": null, "result": {...status...}}``.
+
+Requests (client -> sidecar)
+    ``{"id": "7", "op": "<op>", "params": {...}}``. ``id`` is any string chosen by the client and
+    unique per connection. Ops:
+
+    ``predict``   params ``image`` (path), ``output`` (PLY path to write), optional ``focal_mm``,
+                  ``focal_px``, ``device``, ``checkpoint``, ``plain_ply``, ``keep_model``.
+                  result ``ply``, ``image_size`` [W, H], ``f_px``, ``num_gaussians``, ``timings``.
+    ``render``    params ``ply`` (path, or omitted for the last prediction), ``cameras`` (list of
+                  ``{"viewmat": 4x4 world-to-camera OpenCV, "K": 3x3}``), ``width``, ``height``,
+                  ``output`` (video path), optional ``depth_output``, ``png_dir``, ``fps``.
+    ``status``    result ``version``, ``torch``, ``device``, ``model_loaded``, ``busy``.
+    ``cancel``    params ``target`` (the id to cancel); result ``cancelled`` (bool).
+    ``shutdown``  result ``{}``; the sidecar then exits.
+
+Events (sidecar -> client), each carrying the request's ``id``
+    ``{"type": "progress", "id", "stage", "fraction" (0..1 or null), "message"}``  any number
+    ``{"type": "result", "id", "result": {...}}``                                 ends the request
+    ``{"type": "error", "id", "error": {"kind", "message", "traceback"}}``       ends the request
+
+Every request ends with exactly one ``result`` or ``error``. ``predict`` and ``render`` run one at a
+time in order; ``status`` and ``cancel`` are answered at once, even while a job runs. A cancelled job
+ends with an error of kind ``cancelled``; cancellation is checked between stages.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# Ops
+PREDICT = "predict"
+RENDER = "render"
+STATUS = "status"
+CANCEL = "cancel"
+SHUTDOWN = "shutdown"
+OPS = (PREDICT, RENDER, STATUS, CANCEL, SHUTDOWN)
+# Ops that queue behind each other; the others are answered immediately.
+JOB_OPS = (PREDICT, RENDER)
+
+# Event types
+READY = "ready"
+PROGRESS = "progress"
+RESULT = "result"
+ERROR = "error"
+EVENT_TYPES = (READY, PROGRESS, RESULT, ERROR)
+
+# Error kinds: stable codes a client may branch on. The message is for people.
+BAD_REQUEST = "bad_request"
+BAD_IMAGE = "bad_image"
+BAD_PLY = "bad_ply"
+CHECKPOINT = "checkpoint"
+OUT_OF_MEMORY = "out_of_memory"
+DEVICE = "device"
+CANCELLED = "cancelled"
+INTERNAL = "internal"
+SIDECAR_DIED = "sidecar_died"  # raised by the client when the process goes away mid-request
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message."""
+
+
+def encode(message: dict[str, Any]) -> str:
+    """One message -> one line (with the trailing newline)."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def decode(line: str | bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {exc}: {line[:200]!r}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")
+    return message
+
+
+def request(request_id: str, op: str, **params: Any) -> dict[str, Any]:
+    return {"id": request_id, "op": op, "params": params}
+
+
+def parse_request(message: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """Validate a request; returns (id, op, params)."""
+    request_id = message.get("id")
+    op = message.get("op")
+    params = message.get("params", {})
+    if not isinstance(request_id, str) or not request_id:
+        raise ProtocolError("a request needs a non-empty string 'id'")
+    if op not in OPS:
+        raise ProtocolError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if not isinstance(params, dict):
+        raise ProtocolError("'params' must be a JSON object")
+    return request_id, op, params
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any]:
+    return {"type": READY, "id": None, "result": status}
+
+
+def progress(request_id: str, stage: str, fraction: float | None = None, message: str = "") -> dict[str, Any]:
+    return {"type": PROGRESS, "id": request_id, "stage": stage, "fraction": fraction, "message": message}
+
+
+def result(request_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"type": RESULT, "id": request_id, "result": payload}
+
+
+def error(request_id: str | None, kind: str, message: str, traceback: str | None = None) -> dict[str, Any]:
+    return {"type": ERROR, "id": request_id, "error": {"kind": kind, "message": message, "traceback": traceback}}

@@ -1,0 +1,33 @@
+"""Errors a user can act on. Each has a stable ``code`` (a protocol error kind) and says what to do."""
+
+from __future__ import annotations
+
+from . import protocol
+
+
+class SharpError(Exception):
+    code = protocol.INTERNAL
+
+
+class BadImageError(SharpError):
+    code = protocol.BAD_IMAGE
+
+
+class BadPlyError(SharpError):
+    code = protocol.BAD_PLY
+
+
+class CheckpointError(SharpError):
+    code = protocol.CHECKPOINT
+
+
+class DeviceError(SharpError):
+    code = protocol.DEVICE
+
+
+class OutOfMemoryError(DeviceError):
+    code = protocol.OUT_OF_MEMORY
+
+
+class Cancelled(SharpError):
+    code = protocol.CANCELLED
