@@ -40,9 +40,7 @@ def find_blender(explicit: str | None) -> str | None:
 def stage(staging: Path) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
-    shutil.copytree(
-        ROOT / "sharp_blender", staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
-    )
+    shutil.copytree(ROOT / "sharp_blender", staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
     shutil.copy2(ROOT / "blender_manifest.toml", staging / "blender_manifest.toml")
     return staging
 

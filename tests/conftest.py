@@ -23,7 +23,14 @@ CACHE = Path(os.environ.get("SHARP_TEST_CACHE") or Path.home() / ".cache" / "sha
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    expected = ("README.md", "make_weights.py", "sharp_state_dict_keys.tsv", "images", "synth_640x480.npz", "photo_exif.npz")
+    expected = (
+        "README.md",
+        "make_weights.py",
+        "sharp_state_dict_keys.tsv",
+        "images",
+        "synth_640x480.npz",
+        "photo_exif.npz",
+    )
     missing = [name for name in expected if not (REFERENCE / name).exists()]
     if missing:
         raise pytest.UsageError(
@@ -39,7 +46,10 @@ def reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def reference_images() -> dict[str, Path]:
-    return {"synth_640x480": REFERENCE / "images" / "synth_640x480.png", "photo_exif": REFERENCE / "images" / "photo_exif.jpg"}
+    return {
+        "synth_640x480": REFERENCE / "images" / "synth_640x480.png",
+        "photo_exif": REFERENCE / "images" / "photo_exif.jpg",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +68,7 @@ def reference_npz(reference_dir: Path):  # type: ignore[no-untyped-def]
 
 def _locked(name: str):  # type: ignore[no-untyped-def]
     CACHE.mkdir(parents=True, exist_ok=True)
-    handle = open(CACHE / name, "w")  # noqa: SIM115
+    handle = open(CACHE / name, "w")
     fcntl.flock(handle, fcntl.LOCK_EX)
     return handle
 
@@ -77,9 +87,7 @@ def ref_weights_path() -> Path:
     with _locked("refweights.lock"):
         if not target.is_file():
             partial = target.with_suffix(".partial")
-            subprocess.run(
-                [sys.executable, str(REFERENCE / "make_weights.py"), "--out", str(partial)], check=True
-            )
+            subprocess.run([sys.executable, str(REFERENCE / "make_weights.py"), "--out", str(partial)], check=True)
             partial.replace(target)
     return target
 

@@ -32,4 +32,4 @@ def test_extension_installs_enables_and_registers(addon: ModuleType) -> None:
     assert EXTENSION_MODULE in bpy.context.preferences.addons
     prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
     assert prefs is not None and prefs.device == "auto"
-    assert hasattr(bpy.types, "SHARP_AddonPreferences")
+    assert type(prefs).__name__ == "SHARP_AddonPreferences"

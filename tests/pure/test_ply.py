@@ -44,7 +44,15 @@ def test_round_trip_and_plyfile_agrees(tmp_path: Path) -> None:
     assert splats.color_space == ply.COLOR_SPACE_SRGB
     independent = plyfile.PlyData.read(str(path))
     np.testing.assert_array_equal(independent["vertex"]["opacity"], cols["opacity"])
-    assert [e.name for e in independent.elements][1:] == ["extrinsic", "intrinsic", "image_size", "frame", "disparity", "color_space", "version"]
+    assert [e.name for e in independent.elements][1:] == [
+        "extrinsic",
+        "intrinsic",
+        "image_size",
+        "frame",
+        "disparity",
+        "color_space",
+        "version",
+    ]
 
 
 def test_generic_big_endian_ply_with_extra_properties(tmp_path: Path) -> None:

@@ -16,5 +16,7 @@ def test_help_does_not_import_torch() -> None:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "sharp_sidecar", "--version"], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sharp_sidecar", "--version"], check=True, capture_output=True, text=True
+    )
     assert out.stdout.startswith("sharp-sidecar ")
