@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,15 +46,20 @@ def stage(staging: Path) -> Path:
     return staging
 
 
-def tool_command(blender_ext: Path | None, blender: str | None) -> list[str]:
+def tool_command(blender_ext: Path | None, blender: str | None) -> list[str] | None:
     if blender_ext is not None:
         return [sys.executable, str(blender_ext)]
     if blender is not None:
         return [blender, "--factory-startup", "--command", "extension"]
-    raise SystemExit(
-        "error: neither the bpy module (pip install bpy==5.0.1) nor a blender executable "
-        "(PATH or the BLENDER variable) was found; one of them is needed to validate and build the extension"
-    )
+    return None
+
+
+def plain_zip(staging: Path, zip_path: Path) -> None:
+    """Without Blender's tooling: the same layout (manifest and package at the zip's root), unvalidated."""
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(staging).as_posix())
 
 
 def main() -> int:
@@ -65,6 +71,19 @@ def main() -> int:
 
     staging = stage(ROOT / "build" / "extension" / "sharp_blender")
     command = tool_command(find_blender_ext(), find_blender(args.blender))
+    manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))
+    zip_path = args.out_dir.resolve() / f"{manifest['id']}-{manifest['version']}.zip"
+    if command is None:
+        if args.validate_only:
+            raise SystemExit(
+                "error: validation needs Blender's blender_ext.py: install the bpy module (pip install bpy==5.0.1) "
+                "or put a blender executable on PATH (or in the BLENDER variable)"
+            )
+        print("warning: no bpy module or blender executable: zipping without Blender's validation", file=sys.stderr)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        plain_zip(staging, zip_path)
+        print(zip_path)
+        return 0
     subprocess.run([*command, "validate", str(staging)], check=True)
     if args.validate_only:
         return 0
@@ -72,8 +91,6 @@ def main() -> int:
     subprocess.run(
         [*command, "build", "--source-dir", str(staging), "--output-dir", str(args.out_dir.resolve())], check=True
     )
-    manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))
-    zip_path = args.out_dir.resolve() / f"{manifest['id']}-{manifest['version']}.zip"
     if not zip_path.is_file():
         raise SystemExit(f"error: the build did not produce {zip_path}")
     print(zip_path)
