@@ -31,3 +31,9 @@ class OutOfMemoryError(DeviceError):
 
 class Cancelled(SharpError):
     code = protocol.CANCELLED
+
+
+class BadRequestError(SharpError):
+    """A request or command-line value that cannot be used (e.g. a negative focal length)."""
+
+    code = protocol.BAD_REQUEST
