@@ -1,0 +1,453 @@
+"""The sidecar process and its requests, without bpy.
+
+A :class:`SidecarClient` owns one ``sharp serve`` process (any command speaking :mod:`.protocol`):
+
+- started on first use (:meth:`SidecarClient.submit` starts it), restarted on the next request after
+  it dies, stopped by :meth:`SidecarClient.shutdown` (the add-on calls it on disable and on quit);
+- a reader thread turns stdout lines into :class:`Job` events; a second thread drains stderr into a
+  ring buffer whose tail is quoted in errors when the process dies;
+- :meth:`SidecarClient.cancel` sends ``cancel`` first; if the job has not ended after a grace period,
+  the process is terminated, then killed.
+
+Callbacks run on the reader thread. Blender code must not touch bpy there: :mod:`.jobs` moves events
+to the main thread through a queue.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from . import protocol
+
+logger = logging.getLogger(__name__)
+
+# Client-side error kinds, next to the protocol's own (protocol.SIDECAR_DIED is also raised here).
+SIDECAR_UNAVAILABLE = "sidecar_unavailable"
+TIMEOUT = "timeout"
+
+STDERR_LINES = 200
+CANCEL_GRACE_S = 5.0
+TERMINATE_GRACE_S = 3.0
+
+
+class SidecarError(RuntimeError):
+    """A request that failed, in the sidecar (``kind`` from the protocol) or around it (process, timeout)."""
+
+    def __init__(self, kind: str, message: str, traceback: str | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.traceback = traceback
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        if self.stderr and self.kind in (protocol.SIDECAR_DIED, SIDECAR_UNAVAILABLE, protocol.INTERNAL):
+            return f"{self.message}\n--- sidecar log (last lines) ---\n{self.stderr}"
+        return self.message
+
+
+@dataclass
+class Progress:
+    stage: str
+    fraction: float | None
+    message: str
+
+
+ProgressCallback = Callable[["Job", Progress], None]
+DoneCallback = Callable[["Job"], None]
+
+
+@dataclass
+class Job:
+    """One request. Ends with exactly one of ``result`` / ``error``; ``wait()`` blocks until then."""
+
+    id: str
+    op: str
+    params: dict[str, Any]
+    on_progress: ProgressCallback | None = None
+    on_done: DoneCallback | None = None
+    progress: Progress | None = None
+    result: dict[str, Any] | None = None
+    error: SidecarError | None = None
+    cancel_requested: bool = False
+    _generation: int = 0
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job ends; returns its result or raises its :class:`SidecarError`."""
+        if not self._done.wait(timeout):
+            raise SidecarError(TIMEOUT, f"the sidecar did not answer {self.op} within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+    def _progress(self, progress: Progress) -> None:
+        self.progress = progress
+        if self.on_progress is not None:
+            try:
+                self.on_progress(self, progress)
+            except Exception:  # a broken callback must not kill the reader thread
+                logger.exception("progress callback of %s %s failed", self.op, self.id)
+
+    def _finish(self, result: dict[str, Any] | None, error: SidecarError | None) -> None:
+        if self._done.is_set():
+            return
+        self.result, self.error = result, error
+        self._done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done(self)
+            except Exception:
+                logger.exception("done callback of %s %s failed", self.op, self.id)
+
+
+def sidecar_command(python: str | os.PathLike[str], extra: Sequence[str] = ()) -> list[str]:
+    """The command that runs ``sharp serve`` with a given interpreter."""
+    return [str(python), "-m", "sharp_sidecar", "serve", *extra]
+
+
+def default_sidecar_python() -> Path:
+    """Where ``scripts/setup.sh`` puts the sidecar's interpreter on this platform (it may not exist)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        return base / "sharp_blender" / "venv" / "Scripts" / "python.exe"
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+        mac = base / "sharp_blender" / "venv" / "bin" / "python"
+        if mac.exists():
+            return mac
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "sharp_blender" / "venv" / "bin" / "python"
+
+
+class SidecarClient:
+    """One sidecar process and the requests in flight on it.
+
+    Args:
+        command: argv of the sidecar, e.g. ``sidecar_command(python)``.
+        env: variables added to the inherited environment (e.g. ``SHARP_CHECKPOINT``).
+        cancel_grace_s: how long a cancelled job may take to end before the process is terminated.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cancel_grace_s: float = CANCEL_GRACE_S,
+    ) -> None:
+        self.command = list(command)
+        self.env = dict(env or {})
+        self.cancel_grace_s = cancel_grace_s
+        self.ready_info: dict[str, Any] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._jobs: dict[str, Job] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._generation = 0
+
+    # -- process -------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        with self._lock:
+            return "\n".join(list(self._stderr)[-lines:])
+
+    def start(self) -> None:
+        """Start the process unless it runs. Raises SidecarError(sidecar_unavailable) if it cannot start."""
+        with self._lock:
+            if self.running:
+                return
+            self._reap()
+            self._ready.clear()
+            self.ready_info = None
+            self._stderr.clear()
+            self._stopping = False
+            env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+            try:
+                proc = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    creationflags=flags,
+                )
+            except OSError as exc:
+                raise SidecarError(
+                    SIDECAR_UNAVAILABLE,
+                    f"cannot start the SHARP sidecar ({' '.join(self.command)}): {exc.strerror or exc}. "
+                    "Run scripts/setup.sh, or set the sidecar's Python in the add-on preferences.",
+                ) from exc
+            self._proc = proc
+            self._generation += 1
+            assert proc.stdout is not None and proc.stderr is not None
+            self._threads = [
+                threading.Thread(
+                    target=self._read_stdout,
+                    args=(proc, proc.stdout, self._generation),
+                    daemon=True,
+                    name="sharp-stdout",
+                ),
+                threading.Thread(target=self._read_stderr, args=(proc.stderr,), daemon=True, name="sharp-stderr"),
+            ]
+            for thread in self._threads:
+                thread.start()
+            logger.info("started the sidecar (pid %d): %s", proc.pid, " ".join(self.command))
+
+    def wait_ready(self, timeout: float) -> dict[str, Any]:
+        """Start if needed and wait for the ``ready`` line; returns its status payload."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if not self.running:
+                raise SidecarError(
+                    protocol.SIDECAR_DIED,
+                    f"the SHARP sidecar exited during start-up (exit code {self._exit_code()})",
+                    stderr=self.stderr_tail(),
+                )
+            if time.monotonic() > deadline:
+                raise SidecarError(TIMEOUT, f"the SHARP sidecar did not start within {timeout:g} s")
+        return dict(self.ready_info or {})
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Ask the process to exit, then terminate/kill it if it does not. Pending jobs end with an error."""
+        with self._lock:
+            proc = self._proc
+            self._stopping = True
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                self._send(protocol.request(f"s{next(self._ids)}", protocol.SHUTDOWN))
+                proc.wait(timeout)
+            except (SidecarError, subprocess.TimeoutExpired):
+                self._stop_process(proc)
+        self._fail_all(SidecarError(protocol.CANCELLED, "the SHARP sidecar was shut down"))
+        self._reap()
+
+    def restart(self) -> None:
+        self.shutdown()
+        self.start()
+
+    def _stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(TERMINATE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _reap(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                self._stop_process(proc)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    try:
+                        pipe.close()
+                    except OSError:
+                        pass
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(1.0)
+        self._threads = []
+
+    def _exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        op: str,
+        params: Mapping[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_done: DoneCallback | None = None,
+    ) -> Job:
+        """Send one request (starting the sidecar if needed) and return its Job at once."""
+        if op not in protocol.OPS:
+            raise ValueError(f"unknown op {op!r}")
+        self.start()
+        job = Job(f"r{next(self._ids)}", op, dict(params or {}), on_progress, on_done)
+        with self._lock:
+            job._generation = self._generation
+            self._jobs[job.id] = job
+        try:
+            self._send(protocol.request(job.id, op, **job.params))
+        except SidecarError as exc:
+            with self._lock:
+                self._jobs.pop(job.id, None)
+            job._finish(None, exc)
+        return job
+
+    def request(self, op: str, timeout: float | None = None, **params: Any) -> dict[str, Any]:
+        """Send one request and block for its result."""
+        return self.submit(op, params).wait(timeout)
+
+    def status(self, timeout: float = 120.0) -> dict[str, Any]:
+        return self.request(protocol.STATUS, timeout)
+
+    def predict(
+        self,
+        image: str | os.PathLike[str],
+        output: str | os.PathLike[str],
+        on_progress: ProgressCallback | None = None,
+        on_done: DoneCallback | None = None,
+        **options: Any,
+    ) -> Job:
+        """Queue one photo -> PLY prediction. Options: focal_mm, focal_px, device, checkpoint, keep_model, ..."""
+        params = {"image": str(image), "output": str(output)}
+        params.update({k: v for k, v in options.items() if v is not None})
+        return self.submit(protocol.PREDICT, params, on_progress, on_done)
+
+    def cancel(self, job: Job) -> None:
+        """Ask the sidecar to stop ``job``; if it is still running after the grace period, stop the process."""
+        if job.done:
+            return
+        job.cancel_requested = True
+        try:
+            self._send(protocol.request(f"c{next(self._ids)}", protocol.CANCEL, target=job.id))
+        except SidecarError:
+            pass  # the process is gone; the reader thread ends the job
+        proc = self._proc
+
+        def enforce() -> None:
+            if job._done.wait(self.cancel_grace_s) or proc is None:
+                return
+            logger.warning("the sidecar ignored cancel of %s for %.1f s: terminating it", job.id, self.cancel_grace_s)
+            self._stop_process(proc)
+
+        threading.Thread(target=enforce, daemon=True, name="sharp-cancel").start()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.poll() is not None:
+            raise SidecarError(protocol.SIDECAR_DIED, "the SHARP sidecar is not running", stderr=self.stderr_tail())
+        line = protocol.encode(message).encode("utf-8")
+        with self._write_lock:
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError) as exc:
+                raise SidecarError(
+                    protocol.SIDECAR_DIED,
+                    f"the SHARP sidecar stopped reading requests: {exc}",
+                    stderr=self.stderr_tail(),
+                ) from exc
+
+    # -- reader threads ------------------------------------------------------------------------
+
+    def _read_stderr(self, pipe: IO[bytes]) -> None:
+        for raw in iter(pipe.readline, b""):
+            text = raw.decode("utf-8", errors="replace").rstrip()
+            with self._lock:
+                self._stderr.append(text)
+            logger.debug("sidecar: %s", text)
+
+    def _read_stdout(self, proc: subprocess.Popen[bytes], pipe: IO[bytes], generation: int) -> None:
+        for raw in iter(pipe.readline, b""):
+            try:
+                self._dispatch(protocol.decode(raw))
+            except protocol.ProtocolError as exc:
+                # Stray prints of libraries land here; they are logged, never fatal.
+                logger.warning("ignoring a non-protocol line from the sidecar: %s", exc)
+        code = proc.wait()
+        # Give the stderr thread a moment so the crash message includes the last log lines.
+        for thread in self._threads:
+            if thread.name == "sharp-stderr" and thread is not threading.current_thread():
+                thread.join(1.0)
+        with self._lock:
+            stopping = self._stopping
+        if stopping:
+            self._fail_all(SidecarError(protocol.CANCELLED, "the SHARP sidecar was shut down"), generation)
+        else:
+            self._fail_all(
+                SidecarError(
+                    protocol.SIDECAR_DIED,
+                    f"the SHARP sidecar stopped unexpectedly (exit code {code}); it restarts on the next request",
+                    stderr=self.stderr_tail(),
+                ),
+                generation,
+            )
+
+    def _fail_all(self, error: SidecarError, generation: int | None = None) -> None:
+        """End the pending jobs (of one process generation, or all) with ``error``."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if generation is None or j._generation == generation]
+            for job in jobs:
+                del self._jobs[job.id]
+        for job in jobs:
+            if job.cancel_requested and error.kind != protocol.CANCELLED:
+                job._finish(None, SidecarError(protocol.CANCELLED, f"{job.op} was cancelled", stderr=error.stderr))
+            else:
+                job._finish(None, error)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == protocol.READY:
+            self.ready_info = message.get("result") or {}
+            self._ready.set()
+            return
+        request_id = message.get("id")
+        with self._lock:
+            job = self._jobs.get(request_id) if isinstance(request_id, str) else None
+        if kind == protocol.PROGRESS and job is not None:
+            job._progress(
+                Progress(str(message.get("stage", "")), message.get("fraction"), str(message.get("message", "")))
+            )
+        elif kind in (protocol.RESULT, protocol.ERROR):
+            self._ready.set()  # a sidecar that skipped `ready` is still alive and answering
+            if job is None:
+                if kind == protocol.ERROR:
+                    logger.warning("sidecar error outside a request: %s", message.get("error"))
+                return
+            with self._lock:
+                self._jobs.pop(job.id, None)
+            if kind == protocol.RESULT:
+                job._finish(dict(message.get("result") or {}), None)
+            else:
+                err = message.get("error") or {}
+                job._finish(
+                    None,
+                    SidecarError(
+                        str(err.get("kind", protocol.INTERNAL)),
+                        str(err.get("message", "the sidecar reported an error without a message")),
+                        err.get("traceback"),
+                        self.stderr_tail(),
+                    ),
+                )
+        else:
+            logger.debug("ignoring sidecar message %r", message)
