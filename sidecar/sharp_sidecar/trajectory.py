@@ -1,0 +1,1 @@
+../../sharp_blender/trajectory.py
