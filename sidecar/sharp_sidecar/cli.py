@@ -1,16 +1,106 @@
-"""`sharp` command line: predict | render | serve | bench.
+"""`sharp` command line: predict | serve (render and bench register the same way).
 
-Argument parsing only; each command imports its (torch-heavy) module lazily, so ``sharp --help``
-and ``sharp <cmd> --help`` never import torch.
+Argument parsing only. Each command is added by a small ``add_<name>(subparsers)`` function listed in
+:data:`COMMANDS`; its handler is named as ``"module:function"`` and imported only when the command
+runs, so ``sharp --help`` and ``sharp <cmd> --help`` never import torch. To add a command, write an
+``add_<name>`` function here and append it to ``COMMANDS``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def lazy(target: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports ``"module:function"`` (relative to this package) when called."""
+    module_name, function_name = target.split(":")
+
+    def handler(args: argparse.Namespace) -> int:
+        module = importlib.import_module(module_name, __package__)
+        return int(getattr(module, function_name)(args))
+
+    handler.__qualname__ = f"lazy({target})"
+    return handler
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command takes (as a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    return parent
+
+
+def device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cuda", "mps", "cpu"),
+        default="auto",
+        help="where the model runs; auto = cuda, else mps, else cpu (default: auto)",
+    )
+
+
+def add_predict(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        parents=[common_options()],
+        help="photo(s) -> 3D Gaussian PLY files",
+        description=(
+            "Predict metric 3D Gaussians from photos and write one 3DGS PLY per photo. A folder is searched "
+            "recursively; the outputs mirror its sub-folders."
+        ),
+    )
+    p.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
+    p.add_argument("-o", "--output", required=True, help="folder for the PLY files")
+    p.add_argument(
+        "-c",
+        "--checkpoint",
+        default=None,
+        help="checkpoint file (default: $SHARP_CHECKPOINT, else torch hub's cache, downloaded on first use)",
+    )
+    device_option(p)
+    focal = p.add_mutually_exclusive_group()
+    focal.add_argument(
+        "--focal-mm", type=positive_float, default=None, help="35 mm-equivalent focal length, overriding EXIF"
+    )
+    focal.add_argument("--focal-px", type=positive_float, default=None, help="focal length in pixels, overriding EXIF")
+    p.add_argument("--plain-ply", action="store_true", help="write the vertex element only (no SHARP metadata)")
+    p.set_defaults(handler=lazy(".predict:run"))
+
+
+def add_serve(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        parents=[common_options()],
+        help="the Blender add-on's sidecar: JSON lines on stdin/stdout",
+        description=(
+            "Run as the add-on's persistent sidecar: requests arrive as JSON lines on stdin, events leave on "
+            "stdout, logs go to stderr (protocol: sharp_sidecar.protocol). Opens no network port."
+        ),
+    )
+    p.set_defaults(handler=lazy(".server:run"))
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [add_predict, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="SHARP: one photo -> metric 3D Gaussians (3DGS PLY), previews and a sidecar for Blender.",
     )
     parser.add_argument("--version", action="version", version=f"sharp-sidecar {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(subparsers)
     return parser
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,4 +127,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    setup_logging(getattr(args, "verbose", 0))
     return int(handler(args))

@@ -262,9 +262,9 @@ def load_rgb(path: str | os.PathLike[str], focal_mm: float | None = None, focal_
             f35, source = _focal_35mm(tags, warnings)
         f = f35 * math.hypot(width, height) / diagonal_35mm_mm()
     for message in warnings:
-        logger.warning("%s: %s", path.name, message)
+        logger.info("%s: %s", path.name, message)  # returned too: the caller decides how to show them
     return LoadedImage(
-        rgb=np.ascontiguousarray(rgb),
+        rgb=np.require(rgb, requirements=("C", "W")),  # Pillow's arrays are read-only; torch wants writable
         f_px=float(f),
         focal_source=source,
         focal_35mm=f35,

@@ -1,0 +1,271 @@
+"""`sharp predict`: photos -> PLY files, plus the two steps the server shares with it.
+
+:func:`load_model` turns a checkpoint (resolved, downloaded if needed) into a predictor on a device;
+:func:`predict_file` runs one photo through it and writes the PLY. :func:`run` is the command: it
+finds the photos, loads the model once, runs each photo (a bad one is reported and skipped) and
+returns a non-zero exit code if any failed. Only :func:`run` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import imageio
+from .checkpoint import ProgressCallback, load_state_dict_file, resolve_checkpoint
+from .errors import BadImageError, SharpError
+
+logger = logging.getLogger(__name__)
+
+# progress(stage, fraction of the whole job in [0, 1] or None, message)
+StageProgress = Callable[[str, "float | None", str], None]
+
+
+@dataclass
+class LoadedModel:
+    """A predictor ready to run, and where it came from."""
+
+    model: Any  # model.RGBGaussianPredictor (kept loose so this module imports without torch)
+    device: Any  # torch.device
+    checkpoint: Path
+    preset: str
+    load_s: float
+
+
+@dataclass
+class FileResult:
+    """What one photo produced (the server's ``predict`` result, as a dict via :meth:`as_dict`)."""
+
+    ply: Path
+    image_size: tuple[int, int]
+    f_px: float
+    focal_source: str
+    num_gaussians: int
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ply": str(self.ply),
+            "image_size": list(self.image_size),
+            "f_px": self.f_px,
+            "focal_source": self.focal_source,
+            "num_gaussians": self.num_gaussians,
+            "timings": self.timings,
+            "warnings": self.warnings,
+        }
+
+
+def load_model(
+    checkpoint: str | os.PathLike[str] | None, device: str = "auto", download: ProgressCallback | None = None
+) -> LoadedModel:
+    """Resolve the checkpoint (downloading it on first use), read it and build the predictor on ``device``.
+
+    Raises:
+        CheckpointError: no file, a failed download, or a file that is not a SHARP checkpoint.
+        DeviceError: the device is not available.
+    """
+    from .model import predictor_from_state_dict
+    from .pipeline import resolve_device
+
+    target = resolve_device(device)
+    path = resolve_checkpoint(checkpoint, progress=download)
+    start = time.perf_counter()
+    state_dict = load_state_dict_file(path)
+    model = predictor_from_state_dict(state_dict, device=target, source=str(path))
+    del state_dict
+    elapsed = time.perf_counter() - start
+    logger.info("model from %s on %s in %.1f s", path, target, elapsed)
+    return LoadedModel(model, target, path, model.config.name, elapsed)
+
+
+def predict_file(
+    loaded: LoadedModel,
+    image: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    focal_mm: float | None = None,
+    focal_px: float | None = None,
+    plain: bool = False,
+    progress: StageProgress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> FileResult:
+    """One photo -> one PLY (written atomically).
+
+    Args:
+        loaded: from :func:`load_model`.
+        image: the photo (any format :mod:`imageio` reads).
+        output: the PLY path to write; its folder is created.
+        focal_mm, focal_px: focal-length overrides (see :func:`imageio.load_rgb`).
+        plain: vertex element only.
+        progress: stage callback: ``read_image``, the pipeline's stages, ``ply``.
+        cancelled: polled between stages.
+
+    Raises:
+        BadImageError, BadRequestError, Cancelled, OutOfMemoryError.
+    """
+    from .errors import Cancelled
+    from .pipeline import predict, save_prediction
+
+    def check(stage: str) -> None:
+        if cancelled is not None and cancelled():
+            raise Cancelled(f"cancelled before the {stage} stage")
+
+    start = time.perf_counter()
+    if progress is not None:
+        progress("read_image", 0.0, Path(image).name)
+    photo = imageio.load_rgb(image, focal_mm=focal_mm, focal_px=focal_px)
+    read_s = time.perf_counter() - start
+    # The network stages take almost all the time; leave the first and last 2 % to reading and writing.
+    scaled = None if progress is None else _scaled(progress, 0.02, 0.96)
+    prediction = predict(loaded.model, photo.rgb, photo.f_px, progress=scaled, cancelled=cancelled)
+    check("ply")
+    if progress is not None:
+        progress("ply", 0.98, Path(output).name)
+    save_prediction(prediction, output, plain=plain)
+    timings = {"read_image": read_s, **prediction.timings}
+    return FileResult(
+        ply=Path(output),
+        image_size=(photo.width, photo.height),
+        f_px=photo.f_px,
+        focal_source=photo.focal_source,
+        num_gaussians=prediction.gaussians.num_gaussians,
+        timings=timings,
+        warnings=photo.warnings,
+    )
+
+
+def _scaled(progress: StageProgress, offset: float, span: float) -> StageProgress:
+    def inner(stage: str, fraction: float | None, message: str) -> None:
+        if stage != "done":
+            progress(stage, None if fraction is None else offset + span * fraction, message)
+
+    return inner
+
+
+def find_images(root: Path) -> list[Path]:
+    """Every supported image under ``root`` (recursively, suffixes compared case-insensitively), sorted."""
+    suffixes = imageio.supported_suffixes()
+    found = []
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # hidden files and folders (.git, .DS_Store, editor backups)
+        if path.is_file() and path.suffix.lower() in suffixes:
+            found.append(path)
+    return sorted(found)
+
+
+def output_paths(inputs: list[Path], root: Path | None, out_dir: Path) -> list[Path]:
+    """PLY path for each input: ``out_dir/<sub-folders>/<stem>.ply``, mirroring ``root``.
+
+    Photos that would share a name (``a.jpg`` and ``a.png`` in one folder) keep their suffix in it
+    (``a.jpg.ply``, ``a.png.ply``), so nothing is overwritten.
+    """
+    relative = [Path(p.name) if root is None else p.relative_to(root) for p in inputs]
+    plain = [out_dir / r.parent / f"{r.stem}.ply" for r in relative]
+    counts = Counter(str(p).lower() for p in plain)  # case-insensitive file systems collide too
+    return [
+        out_dir / r.parent / f"{r.name}.ply" if counts[str(p).lower()] > 1 else p
+        for r, p in zip(relative, plain, strict=True)
+    ]
+
+
+def _download_bar() -> tuple[ProgressCallback, Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar: list[Any] = []
+
+    def update(done: int, total: int | None) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024, desc="checkpoint"))
+        bar[0].update(done - bar[0].n)
+
+    def close() -> None:
+        if bar:
+            bar[0].close()
+
+    return update, close
+
+
+def _pairs(args: argparse.Namespace) -> Iterator[tuple[Path, Path]] | None:
+    source = Path(args.input).expanduser()
+    out_dir = Path(args.output).expanduser()
+    if source.is_dir():
+        images = find_images(source)
+        if not images:
+            print(f"error: no images found under {source}", file=sys.stderr)
+            return None
+        return zip(images, output_paths(images, source, out_dir), strict=True)
+    if not source.exists():
+        print(f"error: {source} does not exist", file=sys.stderr)
+        return None
+    return iter([(source, out_dir / f"{source.stem}.ply")])
+
+
+def _reason(image: Path, exc: Exception) -> str:
+    text = str(exc) if isinstance(exc, SharpError) else f"{type(exc).__name__}: {exc}"
+    return text if str(image) in text else f"{image}: {text}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``sharp predict`` command; returns the exit code (0 all written, 1 any failed, 2 nothing to do)."""
+    pairs = _pairs(args)
+    if pairs is None:
+        return 2
+    jobs = list(pairs)
+    download, close_bar = _download_bar()
+    try:
+        loaded = load_model(args.checkpoint, args.device, download=download)
+    except SharpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        close_bar()
+    print(f"model: {loaded.preset} preset from {loaded.checkpoint} on {loaded.device} ({loaded.load_s:.1f} s)")
+    failed: list[tuple[Path, str]] = []
+    started = time.perf_counter()
+    for number, (image, output) in enumerate(jobs, 1):
+        print(f"[{number}/{len(jobs)}] {image} -> {output}", flush=True)
+        begin = time.perf_counter()
+        try:
+            result = predict_file(
+                loaded, image, output, focal_mm=args.focal_mm, focal_px=args.focal_px, plain=args.plain_ply
+            )
+        except BadImageError as exc:
+            print(f"  skipped: {exc}", file=sys.stderr)
+            failed.append((image, _reason(image, exc)))
+            continue
+        except SharpError as exc:
+            print(f"  failed: {exc}", file=sys.stderr)
+            failed.append((image, _reason(image, exc)))
+            continue
+        except Exception as exc:  # one broken photo must not stop the batch; the traceback goes to the log
+            logger.exception("unexpected error on %s", image)
+            print(f"  failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed.append((image, _reason(image, exc)))
+            continue
+        for warning in result.warnings:
+            print(f"  warning: {warning}", file=sys.stderr)
+        stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
+        print(
+            f"  {result.num_gaussians:,} Gaussians, {result.image_size[0]}x{result.image_size[1]}, "
+            f"f = {result.f_px:.1f} px ({result.focal_source}); {time.perf_counter() - begin:.2f} s ({stages})",
+            flush=True,
+        )
+    done = len(jobs) - len(failed)
+    print(f"{done} of {len(jobs)} written in {time.perf_counter() - started:.1f} s")
+    if failed:
+        print(f"{len(failed)} failed:", file=sys.stderr)
+        for _, reason in failed:
+            print(f"  {reason}", file=sys.stderr)
+        return 1
+    return 0
