@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_URL = "https://ml-site.cdn-apple.com/models/sharp/sharp_2572gikvuh.pt"
 CHECKPOINT_NAME = "sharp_2572gikvuh.pt"
 ENV_VAR = "SHARP_CHECKPOINT"
+URL_ENV_VAR = "SHARP_CHECKPOINT_URL"  # a mirror of the same file, for sites that cannot reach Apple's CDN
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
 
@@ -66,7 +67,7 @@ def resolve_checkpoint(
     path: str | os.PathLike[str] | None = None,
     download: bool = True,
     progress: ProgressCallback | None = None,
-    url: str = CHECKPOINT_URL,
+    url: str | None = None,
 ) -> Path:
     """The checkpoint file to load, downloading the official one on first use.
 
@@ -74,7 +75,7 @@ def resolve_checkpoint(
         path: an explicit file (``-c``); wins over everything else.
         download: fetch the file into the hub cache when no other source has it.
         progress: download progress callback ``(bytes_done, bytes_total or None)``.
-        url: where to download from (the official CDN; tests point it at a local server).
+        url: where to download from; default ``$SHARP_CHECKPOINT_URL``, else the official CDN.
 
     Raises:
         CheckpointError: the named file does not exist, or the download is off or failed.
@@ -98,6 +99,7 @@ def resolve_checkpoint(
         return cached
     if not download:
         raise CheckpointError(f"no SHARP checkpoint at {cached} and downloading is off. {how_to_provide()}")
+    url = url or os.environ.get(URL_ENV_VAR, "").strip() or CHECKPOINT_URL
     logger.info("downloading the SHARP checkpoint from %s to %s", url, cached)
     download_file(url, cached, progress=progress)
     return cached

@@ -51,6 +51,7 @@ class FileResult:
     num_gaussians: int
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    gaussians: Any = field(default=None, repr=False)  # gaussians.Gaussians, metric (not in as_dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +141,7 @@ def predict_file(
         num_gaussians=prediction.gaussians.num_gaussians,
         timings=timings,
         warnings=photo.warnings,
+        gaussians=prediction.gaussians,
     )
 
 
