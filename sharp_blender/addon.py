@@ -1,19 +1,45 @@
-"""Registration of every bpy class, property and handler, in order (reversed on unregister)."""
+# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
+# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
+"""Registration of every bpy class, property and handler, in order (reversed on unregister).
+
+To add a module's classes, append its ``CLASSES`` to :data:`CLASSES` (panels after the panels they
+nest in, e.g. sub-panels of ``SHARP_PT_generate`` after ``ui.CLASSES``).
+"""
 
 from __future__ import annotations
 
 import bpy
 
-from . import prefs
+from . import jobs, ops, prefs, props, ui
 
-CLASSES: tuple[type, ...] = (*prefs.CLASSES,)
+CLASSES: tuple[type, ...] = (
+    *prefs.CLASSES,
+    *props.CLASSES,
+    *ops.CLASSES,
+    *ui.CLASSES,
+)
+
+
+def _menu_import(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    self.layout.operator(ops.SHARP_OT_import_ply.bl_idname, text="Gaussian Splats (SHARP) (.ply)")
+
+
+def _menu_export(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    self.layout.operator(ops.SHARP_OT_export_ply.bl_idname, text="Gaussian Splats (SHARP) (.ply)")
 
 
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    props.register()
+    bpy.types.TOPBAR_MT_file_import.append(_menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(_menu_export)
 
 
 def unregister() -> None:
+    jobs.shutdown()
+    bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
+    bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
+    props.unregister()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -53,3 +54,53 @@ def clean_scene(addon: ModuleType) -> Iterator[bpy.types.Scene]:
     """An empty scene per test (the add-on stays enabled)."""
     bpy.ops.wm.read_homefile(use_empty=True)
     yield bpy.context.scene
+
+
+FAKE_SIDECAR = REPO / "tests" / "fake_sidecar.py"
+
+
+@pytest.fixture
+def sharp(addon: ModuleType) -> ModuleType:
+    """The installed extension's package with its submodules imported (sharp.importer, sharp.jobs, ...)."""
+    for name in ("client", "jobs", "importer", "exporter", "display", "camera", "placement", "splat", "ply", "prefs"):
+        importlib.import_module(f"{EXTENSION_MODULE}.{name}")
+    return addon
+
+
+@pytest.fixture
+def fake_sidecar(sharp: ModuleType, tmp_path: Path) -> Iterator[Callable[..., None]]:
+    """Point the add-on at tests/fake_sidecar.py; call it with the fake's flags (e.g. "--crash")."""
+    prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
+    checkpoint = tmp_path / "fake-checkpoint.pt"
+    checkpoint.write_bytes(b"the fake sidecar never reads this")
+    saved = (prefs.sidecar_command, prefs.checkpoint_path, prefs.output_dir)
+
+    def use(*flags: str) -> None:
+        prefs.sidecar_command = shlex.join([sys.executable, str(FAKE_SIDECAR), *flags])
+        prefs.checkpoint_path = str(checkpoint)
+        prefs.output_dir = str(tmp_path / "ply")
+
+    use()
+    yield use
+    sharp.jobs.shutdown()
+    prefs.sidecar_command, prefs.checkpoint_path, prefs.output_dir = saved
+
+
+@pytest.fixture
+def make_photo() -> Callable[..., Path]:
+    return write_photo
+
+
+def write_photo(path: Path, width: int = 32, height: int = 24, seed: int = 0) -> Path:
+    """A small smooth test photo (gradients plus a few blobs), saved as PNG or JPEG by suffix."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
+    rgb = np.stack([xx, yy, 0.5 + 0.5 * np.sin(6 * xx + 4 * yy)], axis=-1)
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 0.75), rng.uniform(0.05, 0.2)
+        rgb += rng.uniform(-0.5, 0.5, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / r**2)[..., None]
+    Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
+    return path

@@ -1,0 +1,193 @@
+# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
+# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
+"""How splats look in Blender: a Geometry Nodes modifier (Mesh to Points) and an emission material.
+
+The node group turns each vertex into a point (a sphere in Cycles, EEVEE and Solid view) of radius
+``Point Size × max(scale)`` and drops points whose alpha is below ``Opacity Threshold``. The material
+emits the ``Col`` attribute (scene-linear colour, so the Standard view transform shows the photo's
+colours) and mixes in a Transparent BSDF by its alpha. Both are built in code once per file and
+shared by every splat object; a version number in their names lets a newer add-on build new ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import bpy
+
+logger = logging.getLogger(__name__)
+
+GROUP_NAME = "SHARP Splats v1"
+MATERIAL_NAME = "SHARP Splat v1"
+MODIFIER_NAME = "SHARP Splats"
+POINT_SIZE = "Point Size"
+OPACITY_THRESHOLD = "Opacity Threshold"
+DEFAULT_POINT_SIZE = 1.0
+DEFAULT_OPACITY_THRESHOLD = 0.02
+
+
+def _output(node: bpy.types.Node, name: str) -> bpy.types.NodeSocket:
+    """The enabled output called ``name`` (some nodes keep one hidden socket per data type)."""
+    for socket in node.outputs:
+        if socket.name == name and socket.enabled:
+            return socket
+    raise KeyError(f"{node.bl_idname} has no enabled output {name!r}")
+
+
+def _named_attribute(nodes: Any, data_type: str, name: str, location: tuple[float, float]) -> bpy.types.Node:
+    node = nodes.new("GeometryNodeInputNamedAttribute")
+    node.data_type = data_type
+    node.inputs["Name"].default_value = name
+    node.location = location
+    return node
+
+
+def ensure_node_group() -> bpy.types.NodeTree:
+    group = bpy.data.node_groups.get(GROUP_NAME)
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
+    iface = group.interface
+    iface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    size = iface.new_socket(POINT_SIZE, in_out="INPUT", socket_type="NodeSocketFloat")
+    size.default_value, size.min_value, size.max_value = DEFAULT_POINT_SIZE, 0.0, 100.0
+    size.description = "Point radius as a multiple of each splat's largest scale (standard deviation)"
+    threshold = iface.new_socket(OPACITY_THRESHOLD, in_out="INPUT", socket_type="NodeSocketFloat")
+    threshold.default_value, threshold.min_value, threshold.max_value = DEFAULT_OPACITY_THRESHOLD, 0.0, 1.0
+    threshold.description = "Splats less opaque than this are not shown"
+    iface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+
+    nodes, links = group.nodes, group.links
+    group_in = nodes.new("NodeGroupInput")
+    group_in.location = (-900, 0)
+    group_out = nodes.new("NodeGroupOutput")
+    group_out.location = (500, 0)
+
+    # radius = Point Size * max(scale.x, scale.y, scale.z)
+    scale = _named_attribute(nodes, "FLOAT_VECTOR", "scale", (-900, -250))
+    xyz = nodes.new("ShaderNodeSeparateXYZ")
+    xyz.location = (-700, -250)
+    max_xy = nodes.new("ShaderNodeMath")
+    max_xy.operation = "MAXIMUM"
+    max_xy.location = (-500, -250)
+    max_xyz = nodes.new("ShaderNodeMath")
+    max_xyz.operation = "MAXIMUM"
+    max_xyz.location = (-330, -250)
+    radius = nodes.new("ShaderNodeMath")
+    radius.operation = "MULTIPLY"
+    radius.location = (-160, -250)
+    links.new(_output(scale, "Attribute"), xyz.inputs[0])
+    links.new(xyz.outputs["X"], max_xy.inputs[0])
+    links.new(xyz.outputs["Y"], max_xy.inputs[1])
+    links.new(max_xy.outputs[0], max_xyz.inputs[0])
+    links.new(xyz.outputs["Z"], max_xyz.inputs[1])
+    links.new(max_xyz.outputs[0], radius.inputs[0])
+    links.new(group_in.outputs[POINT_SIZE], radius.inputs[1])
+
+    # selection = alpha(Col) >= Opacity Threshold
+    colour = _named_attribute(nodes, "FLOAT_COLOR", "Col", (-900, 250))
+    rgba = nodes.new("FunctionNodeSeparateColor")
+    rgba.location = (-700, 250)
+    keep = nodes.new("FunctionNodeCompare")
+    keep.data_type = "FLOAT"
+    keep.operation = "GREATER_EQUAL"
+    keep.location = (-500, 250)
+    links.new(_output(colour, "Attribute"), rgba.inputs[0])
+    links.new(rgba.outputs["Alpha"], keep.inputs[0])
+    links.new(group_in.outputs[OPACITY_THRESHOLD], keep.inputs[1])
+
+    to_points = nodes.new("GeometryNodeMeshToPoints")
+    to_points.mode = "VERTICES"
+    to_points.location = (50, 0)
+    links.new(group_in.outputs["Geometry"], to_points.inputs["Mesh"])
+    links.new(_output(keep, "Result"), to_points.inputs["Selection"])
+    links.new(radius.outputs[0], to_points.inputs["Radius"])
+
+    set_material = nodes.new("GeometryNodeSetMaterial")
+    set_material.location = (280, 0)
+    set_material.inputs["Material"].default_value = ensure_material()
+    links.new(to_points.outputs["Points"], set_material.inputs["Geometry"])
+    links.new(set_material.outputs["Geometry"], group_out.inputs[0])
+    return group
+
+
+def ensure_material() -> bpy.types.Material:
+    material = bpy.data.materials.get(MATERIAL_NAME)
+    if material is not None:
+        return material
+    material = bpy.data.materials.new(MATERIAL_NAME)
+    if bpy.app.version < (5, 0, 0):
+        material.use_nodes = True  # always on (and deprecated) from 5.0
+    tree = material.node_tree
+    assert tree is not None
+    tree.nodes.clear()
+    attribute = tree.nodes.new("ShaderNodeAttribute")
+    attribute.attribute_type = "GEOMETRY"
+    attribute.attribute_name = "Col"
+    attribute.location = (-600, 0)
+    emission = tree.nodes.new("ShaderNodeEmission")
+    emission.inputs["Strength"].default_value = 1.0
+    emission.location = (-300, -100)
+    transparent = tree.nodes.new("ShaderNodeBsdfTransparent")
+    transparent.location = (-300, 100)
+    mix = tree.nodes.new("ShaderNodeMixShader")
+    mix.location = (-80, 0)
+    output = tree.nodes.new("ShaderNodeOutputMaterial")
+    output.location = (150, 0)
+    tree.links.new(attribute.outputs["Color"], emission.inputs["Color"])
+    tree.links.new(attribute.outputs["Alpha"], mix.inputs["Fac"])
+    tree.links.new(transparent.outputs[0], mix.inputs[1])
+    tree.links.new(emission.outputs[0], mix.inputs[2])
+    tree.links.new(mix.outputs[0], output.inputs["Surface"])
+    # EEVEE transparency: 4.2 introduced surface_render_method; older builds only have blend_method.
+    if hasattr(material, "surface_render_method"):
+        material.surface_render_method = "DITHERED"
+    elif hasattr(material, "blend_method"):
+        material.blend_method = "HASHED"
+    material.diffuse_color = (0.8, 0.8, 0.8, 1.0)
+    return material
+
+
+def add_display(obj: bpy.types.Object) -> bpy.types.Modifier:
+    """Give a splat object the display modifier (once) and the material."""
+    modifier = obj.modifiers.get(MODIFIER_NAME)
+    if modifier is None:
+        modifier = obj.modifiers.new(MODIFIER_NAME, "NODES")
+    modifier.node_group = ensure_node_group()  # type: ignore[attr-defined]
+    material = ensure_material()
+    data = obj.data
+    if isinstance(data, bpy.types.Mesh) and material.name not in data.materials:
+        data.materials.append(material)
+    return modifier
+
+
+def modifier(obj: bpy.types.Object | None) -> bpy.types.NodesModifier | None:
+    if obj is None:
+        return None
+    found = obj.modifiers.get(MODIFIER_NAME)
+    return found if isinstance(found, bpy.types.NodesModifier) and found.node_group is not None else None
+
+
+def input_identifier(mod: bpy.types.NodesModifier, name: str) -> str:
+    """The modifier key (``Socket_N``) of a node-group input, found by its name."""
+    assert mod.node_group is not None
+    for item in mod.node_group.interface.items_tree:
+        if getattr(item, "in_out", None) == "INPUT" and item.name == name:
+            return str(item.identifier)  # type: ignore[attr-defined]
+    raise KeyError(f"the node group {mod.node_group.name} has no input {name!r}")
+
+
+def set_input(obj: bpy.types.Object, name: str, value: float) -> None:
+    mod = modifier(obj)
+    if mod is None:
+        raise ValueError(f"{obj.name} has no {MODIFIER_NAME} modifier; import it with SHARP first")
+    mod[input_identifier(mod, name)] = value
+    obj.update_tag()
+
+
+def get_input(obj: bpy.types.Object, name: str) -> float:
+    mod = modifier(obj)
+    if mod is None:
+        raise ValueError(f"{obj.name} has no {MODIFIER_NAME} modifier")
+    return float(mod[input_identifier(mod, name)])

@@ -1,0 +1,161 @@
+# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
+# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
+"""3DGS PLY -> one Blender mesh object of loose points (numpy + foreach_set), its camera and display.
+
+The mesh stores ``p_cv - origin_cv`` (OpenCV frame, metres), every PLY vertex property under its own
+name, and the derived ``Col`` / ``scale`` / ``rotation`` attributes. What export needs to write the
+file back (origin, property kinds, metadata elements) is kept in the mesh's custom properties.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from . import camera, display, placement, splat
+
+logger = logging.getLogger(__name__)
+
+PROP_ORIGIN = "sharp_origin_cv"
+PROP_KINDS = "sharp_ply_kinds"
+PROP_ELEMENTS = "sharp_ply_elements"
+PROP_SOURCE = "sharp_source"
+PROP_CAMERA = "sharp_camera"  # on the object: the name of its camera object
+COL, SCALE, ROTATION = "Col", "scale", "rotation"
+PLACEMENTS = (
+    ("ORIGIN", "World Origin", "Camera at the world origin looking along +Y; the scene in front of it"),
+    ("CURSOR", "3D Cursor", "Camera at the 3D cursor, turned like the cursor, looking along its +Y"),
+)
+
+
+@dataclass
+class ImportResult:
+    splat: bpy.types.Object
+    camera: bpy.types.Object | None
+    seconds: float
+
+
+def to_matrix(array: np.ndarray) -> Matrix:
+    return Matrix([list(map(float, row)) for row in np.asarray(array)])
+
+
+def from_matrix(matrix: Matrix) -> np.ndarray:
+    return np.array([list(row) for row in matrix], dtype=np.float64)
+
+
+def _set(mesh: bpy.types.Mesh, name: str, kind: str, domain_values: np.ndarray, key: str = "value") -> None:
+    attribute = mesh.attributes.new(name, kind, "POINT")
+    attribute.data.foreach_set(key, np.ascontiguousarray(domain_values).ravel())
+
+
+def build_mesh(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> bpy.types.Mesh:
+    """A mesh of ``arrays.count`` loose vertices with all attributes; the hot path (no Python loop)."""
+    mesh = bpy.data.meshes.new(name)
+    try:
+        mesh.vertices.add(arrays.count)
+        positions: np.ndarray = arrays.means_cv - origin_cv.astype(np.float32)
+        mesh.attributes["position"].data.foreach_set("vector", positions.ravel())
+        for prop, kind, values in arrays.properties:
+            blender_type, key, _ = splat.ATTRIBUTE_TYPES[kind]
+            _set(mesh, prop, blender_type, values, key)
+        _set(mesh, COL, "FLOAT_COLOR", arrays.col, "color")
+        _set(mesh, SCALE, "FLOAT_VECTOR", arrays.scale, "vector")
+        _set(mesh, ROTATION, "QUATERNION", arrays.rotation, "value")
+        if hasattr(mesh, "color_attributes"):
+            mesh.color_attributes.active_color_name = COL
+        mesh[PROP_ORIGIN] = [float(v) for v in origin_cv]
+        mesh[PROP_KINDS] = json.dumps({prop: kind for prop, kind, _ in arrays.properties})
+        mesh[PROP_ELEMENTS] = arrays.elements_json
+        mesh.update()
+    except BaseException:
+        bpy.data.meshes.remove(mesh)
+        raise
+    return mesh
+
+
+def camera_world(context: bpy.types.Context, mode: str) -> np.ndarray:
+    """matrix_world for the new camera: at the origin or at the 3D cursor, looking along +Y."""
+    if mode == "CURSOR":
+        return from_matrix(context.scene.cursor.matrix) @ placement.default_camera_matrix()
+    if mode != "ORIGIN":
+        raise ValueError(f"unknown placement {mode!r}; expected ORIGIN or CURSOR")
+    return placement.default_camera_matrix()
+
+
+def import_ply(
+    context: bpy.types.Context,
+    path: str | os.PathLike[str],
+    placement_mode: str = "ORIGIN",
+    photo: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    make_camera: bool = True,
+) -> ImportResult:
+    """Import one 3DGS PLY as a splat object (plus a camera when the PLY knows its intrinsics).
+
+    Args:
+        context: a context with a scene; objects go into the scene's active collection.
+        path: the PLY file.
+        placement_mode: ``ORIGIN`` or ``CURSOR`` (see :data:`PLACEMENTS`).
+        photo: the source photo, shown as the camera's background image.
+        name: object name (default: the PLY's stem).
+        make_camera: create the matching camera and set the scene's resolution.
+
+    Raises:
+        ply.PlyError: the file is not a readable 3DGS PLY. Nothing is created in that case.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    arrays = splat.load(path)
+    name = name or path.stem
+    origin = placement.scene_centre(arrays.means_cv)
+    cam_world = camera_world(context, placement_mode)
+    created: list[bpy.types.ID] = []
+    try:
+        mesh = build_mesh(name, arrays, origin)
+        created.append(mesh)
+        mesh[PROP_SOURCE] = str(path)
+        obj = bpy.data.objects.new(name, mesh)
+        created.append(obj)
+        obj.matrix_world = to_matrix(placement.splat_matrix(cam_world, origin))
+        cam_obj = None
+        if make_camera and arrays.camera is not None:
+            cam_obj = camera.create_camera(
+                context, f"{name} Camera", arrays.camera.K, arrays.camera.image_size, to_matrix(cam_world), photo
+            )
+            created.extend([cam_obj, cam_obj.data])
+            obj[PROP_CAMERA] = cam_obj.name
+        display.add_display(obj)
+        collection = context.collection or context.scene.collection
+        collection.objects.link(obj)
+        if cam_obj is not None:
+            collection.objects.link(cam_obj)
+            camera.apply_render_settings(context.scene, arrays.camera.K, arrays.camera.image_size)
+            context.scene.camera = cam_obj
+    except BaseException:
+        remove_ids(created)
+        raise
+    seconds = time.perf_counter() - t0
+    logger.info("imported %s: %d splats in %.3f s", path.name, arrays.count, seconds)
+    return ImportResult(obj, cam_obj, seconds)
+
+
+def remove_ids(ids: list[bpy.types.ID]) -> None:
+    """Remove datablocks made by a failed import, newest first."""
+    for block in reversed(ids):
+        try:
+            if isinstance(block, bpy.types.Object):
+                bpy.data.objects.remove(block)
+            elif isinstance(block, bpy.types.Mesh):
+                bpy.data.meshes.remove(block)
+            elif isinstance(block, bpy.types.Camera):
+                bpy.data.cameras.remove(block)
+        except ReferenceError:
+            pass  # already removed together with its owner
