@@ -7,21 +7,31 @@ Transport
     One JSON object per line, UTF-8, on stdin (requests) and stdout (events). Logs go to stderr and
     are never parsed. The sidecar opens no network port.
 
-Start-up
-    The sidecar first writes ``{"type": "ready", "id": null, "result": {...status...}}``.
+Start-up and end
+    The sidecar first writes ``{"type": "ready", "id": null, "result": {...status...}}``. It exits
+    (code 0) after answering ``shutdown``, or when stdin reaches EOF; either way unfinished jobs are
+    cancelled first.
 
 Requests (client -> sidecar)
     ``{"id": "7", "op": "<op>", "params": {...}}``. ``id`` is any string chosen by the client and
     unique per connection. Ops:
 
-    ``predict``   params ``image`` (path), ``output`` (PLY path to write), optional ``focal_mm``,
-                  ``focal_px``, ``device``, ``checkpoint``, ``plain_ply``, ``keep_model``.
-                  result ``ply``, ``image_size`` [W, H], ``f_px``, ``num_gaussians``, ``timings``.
+    ``predict``   params ``image`` (path), ``output`` (PLY path to write), optional ``focal_mm``
+                  (35 mm equivalent) or ``focal_px`` (0 or null = from EXIF), ``device``
+                  (auto|cuda|mps|cpu), ``checkpoint`` (path; null = SHARP_CHECKPOINT, else the
+                  torch hub cache, downloaded on first use), ``plain_ply``, ``keep_model`` (default
+                  true: the model stays loaded for the next request).
+                  result ``ply``, ``image_size`` [W, H], ``f_px``, ``focal_source``,
+                  ``num_gaussians``, ``timings`` (stage -> seconds), ``warnings``, ``device``.
+                  progress stages: checkpoint, download, load_model, read_image, resize, encoder,
+                  decoders, composer, unprojection, ply.
     ``render``    params ``ply`` (path, or omitted for the last prediction), ``cameras`` (list of
                   ``{"viewmat": 4x4 world-to-camera OpenCV, "K": 3x3}``), ``width``, ``height``,
                   ``output`` (video path), optional ``depth_output``, ``png_dir``, ``fps``.
-    ``status``    result ``version``, ``torch``, ``device``, ``model_loaded``, ``busy``.
-    ``cancel``    params ``target`` (the id to cancel); result ``cancelled`` (bool).
+    ``status``    result ``version``, ``protocol``, ``torch``, ``device``, ``cuda``, ``model_loaded``,
+                  ``checkpoint``, ``busy``, ``queued``, ``ops``, ``pid``.
+    ``cancel``    params ``target`` (the id to cancel); result ``cancelled`` (bool: false when the
+                  target is unknown or already over).
     ``shutdown``  result ``{}``; the sidecar then exits.
 
 Events (sidecar -> client), each carrying the request's ``id``
@@ -29,9 +39,11 @@ Events (sidecar -> client), each carrying the request's ``id``
     ``{"type": "result", "id", "result": {...}}``                                 ends the request
     ``{"type": "error", "id", "error": {"kind", "message", "traceback"}}``       ends the request
 
-Every request ends with exactly one ``result`` or ``error``. ``predict`` and ``render`` run one at a
-time in order; ``status`` and ``cancel`` are answered at once, even while a job runs. A cancelled job
-ends with an error of kind ``cancelled``; cancellation is checked between stages.
+Every request ends with exactly one ``result`` or ``error``. A line that is not a valid request gets
+an ``error`` of kind ``bad_request`` (``id`` null when none could be read), as does an id that is
+still in use. ``predict`` and ``render`` run one at a time in order; ``status`` and ``cancel`` are
+answered at once, even while a job runs. A cancelled job ends with an error of kind ``cancelled``;
+cancellation is checked between stages (and between chunks of a checkpoint download).
 """
 
 from __future__ import annotations
