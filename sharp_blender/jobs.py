@@ -84,6 +84,10 @@ def collect_images(filepath: str = "", directory: str = "", names: list[str] | N
 def predict_options(context: bpy.types.Context, focal_mm: float, device: str) -> dict[str, Any]:
     """Request parameters from the preferences and the operator; checks the checkpoint first."""
     p = prefs.get(context)
+    try:
+        p.command()  # no sidecar is the first thing to fix
+    except RuntimeError as exc:
+        raise JobError(str(exc)) from exc
     options: dict[str, Any] = {
         "device": p.device if device in ("", "PREFS") else device,
         "keep_model": bool(p.keep_model),
