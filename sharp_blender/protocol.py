@@ -94,7 +94,7 @@ def encode(message: dict[str, Any]) -> str:
 def decode(line: str | bytes) -> dict[str, Any]:
     try:
         message = json.loads(line)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}: {line[:200]!r}") from exc
     if not isinstance(message, dict):
         raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")

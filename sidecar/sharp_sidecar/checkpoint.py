@@ -13,6 +13,7 @@ the file is a dict of tensors.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -21,7 +22,7 @@ import re
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,9 +101,33 @@ def resolve_checkpoint(
     if not download:
         raise CheckpointError(f"no SHARP checkpoint at {cached} and downloading is off. {how_to_provide()}")
     url = url or os.environ.get(URL_ENV_VAR, "").strip() or CHECKPOINT_URL
-    logger.info("downloading the SHARP checkpoint from %s to %s", url, cached)
-    download_file(url, cached, progress=progress)
+    with _download_lock(cached):
+        if cached.is_file():  # another process finished it while this one waited
+            return cached
+        logger.info("downloading the SHARP checkpoint from %s to %s", url, cached)
+        download_file(url, cached, progress=progress)
     return cached
+
+
+@contextlib.contextmanager
+def _download_lock(target: Path) -> Iterator[None]:
+    """One downloader per file across processes (the CLI and the add-on's sidecar may both start one).
+
+    POSIX only (flock, released by the OS if the process dies); elsewhere the download is unguarded.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("another process is downloading %s; waiting for it", target.name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _parse_content_range(value: str | None) -> tuple[int, int | None] | None:

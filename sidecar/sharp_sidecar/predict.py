@@ -9,6 +9,7 @@ returns a non-zero exit code if any failed. Only :func:`run` prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -198,6 +199,23 @@ def _download_bar() -> tuple[ProgressCallback, Callable[[], None]]:
     return update, close
 
 
+@contextlib.contextmanager
+def _stage_bar(name: str) -> Iterator[StageProgress]:
+    """A per-photo progress bar on stderr showing the current stage (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    with tqdm(total=100, desc=name, unit="%", leave=False, disable=None, bar_format="{desc} {bar} {n:.0f}%") as bar:
+
+        def update(stage: str, fraction: float | None, message: str) -> None:
+            bar.set_description_str(f"{name}: {stage}", refresh=False)
+            if fraction is not None:
+                bar.update(100 * fraction - bar.n)
+            else:
+                bar.refresh()
+
+        yield update
+
+
 def _pairs(args: argparse.Namespace) -> Iterator[tuple[Path, Path]] | None:
     source = Path(args.input).expanduser()
     out_dir = Path(args.output).expanduser()
@@ -239,9 +257,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{number}/{len(jobs)}] {image} -> {output}", flush=True)
         begin = time.perf_counter()
         try:
-            result = predict_file(
-                loaded, image, output, focal_mm=args.focal_mm, focal_px=args.focal_px, plain=args.plain_ply
-            )
+            with _stage_bar(image.name) as progress:
+                result = predict_file(
+                    loaded,
+                    image,
+                    output,
+                    focal_mm=args.focal_mm,
+                    focal_px=args.focal_px,
+                    plain=args.plain_ply,
+                    progress=progress,
+                )
         except BadImageError as exc:
             print(f"  skipped: {exc}", file=sys.stderr)
             failed.append((image, _reason(image, exc)))

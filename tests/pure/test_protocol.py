@@ -94,3 +94,8 @@ def test_docstring_documents_every_op_and_kind() -> None:
         assert f"``{op}``" in doc
     for kind in (protocol.CANCELLED, protocol.BAD_REQUEST):
         assert kind in doc
+
+
+def test_decode_rejects_invalid_utf8() -> None:
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(b'{"id": "\xff"}')

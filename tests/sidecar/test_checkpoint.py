@@ -241,3 +241,25 @@ def test_bad_checkpoint_files(tmp_path: Path) -> None:
     torch.save({"w": Thing()}, pickled)
     with pytest.raises(CheckpointError, match="not a readable"):
         load_state_dict_file(pickled)  # weights_only refuses arbitrary objects
+
+
+def test_second_downloader_waits_and_reuses_the_file(
+    server: tuple[str, Served], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    base, served = server
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    monkeypatch.delenv(checkpoint.ENV_VAR, raising=False)
+    cache = checkpoint.hub_checkpoint_path()
+    cache.parent.mkdir(parents=True)
+    results: list[Path] = []
+    with open(cache.with_name(cache.name + ".lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # "another process" is downloading
+        waiter = threading.Thread(target=lambda: results.append(resolve_checkpoint(url=f"{base}/sharp.pt")))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not results  # it waits instead of downloading alongside
+        cache.write_bytes(b"finished by the other process")
+    waiter.join(30)
+    assert results == [cache] and cache.read_bytes() == b"finished by the other process"
+    assert served.range_headers == []  # no second download
