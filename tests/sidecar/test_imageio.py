@@ -227,6 +227,21 @@ def test_heic(tmp_path: Path) -> None:
     assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]
 
 
+def test_ten_bit_heic_is_scaled_to_8_bit(tmp_path: Path) -> None:
+    import pillow_heif
+
+    rgb16 = np.zeros((16, 24, 3), np.uint16)
+    rgb16[:, :12] = 65535  # white
+    rgb16[:, 12:] = (32896, 0, 16448)  # about (128, 0, 64) in 8 bit
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(24, 16), data=rgb16.tobytes())
+    path = tmp_path / "hdr.heif"
+    heif.save(path, quality=-1)  # lossless, stored as 10 bit
+    loaded = load_rgb(path)
+    assert loaded.rgb.dtype == np.uint8
+    np.testing.assert_allclose(loaded.rgb[:, :10].reshape(-1, 3).mean(0), (255, 255, 255), atol=2)
+    np.testing.assert_allclose(loaded.rgb[:, 14:].reshape(-1, 3).mean(0), (128, 0, 64), atol=3)
+
+
 def test_supported_suffixes() -> None:
     suffixes = imageio.supported_suffixes()
     assert {".jpg", ".jpeg", ".png", ".tif", ".webp", ".heic", ".heif"} <= suffixes
