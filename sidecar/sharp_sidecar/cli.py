@@ -100,7 +100,9 @@ def add_serve(subparsers: Subparsers) -> None:
     p.set_defaults(handler=lazy(".server:run"))
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [add_predict, add_serve]
+from .render_cli import add_render  # noqa: E402  (argparse only; imports no torch)
+
+COMMANDS: list[Callable[[Subparsers], None]] = [add_predict, add_render, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,4 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     setup_logging(getattr(args, "verbose", 0))
-    return int(handler(args))
+    try:
+        return int(handler(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
