@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,18 +58,25 @@ def _set(mesh: bpy.types.Mesh, name: str, kind: str, domain_values: np.ndarray, 
 
 
 def build_mesh(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> bpy.types.Mesh:
-    """A mesh of ``arrays.count`` loose vertices with all attributes; the hot path (no Python loop)."""
+    """A mesh of ``arrays.count`` loose vertices with all attributes; the hot path (no Python loop).
+
+    The display attributes are derived on a worker thread while this thread copies the PLY values
+    into Blender: numpy releases the GIL, so on two cores the two halves overlap.
+    """
     mesh = bpy.data.meshes.new(name)
     try:
-        mesh.vertices.add(arrays.count)
-        positions: np.ndarray = arrays.means_cv - origin_cv.astype(np.float32)
-        mesh.attributes["position"].data.foreach_set("vector", positions.ravel())
-        for prop, kind, values in arrays.properties:
-            blender_type, key, _ = splat.ATTRIBUTE_TYPES[kind]
-            _set(mesh, prop, blender_type, values, key)
-        _set(mesh, COL, "FLOAT_COLOR", arrays.col, "color")
-        _set(mesh, SCALE, "FLOAT_VECTOR", arrays.scale, "vector")
-        _set(mesh, ROTATION, "QUATERNION", arrays.rotation, "value")
+        with ThreadPoolExecutor(1) as pool:
+            derived = pool.submit(splat.derive, arrays)
+            mesh.vertices.add(arrays.count)
+            positions: np.ndarray = arrays.means_cv - origin_cv.astype(np.float32)
+            mesh.attributes["position"].data.foreach_set("vector", positions.ravel())
+            for prop, kind, values in arrays.properties:
+                blender_type, key, _ = splat.ATTRIBUTE_TYPES[kind]
+                _set(mesh, prop, blender_type, values, key)
+            shown = derived.result()
+        _set(mesh, COL, "FLOAT_COLOR", shown.col, "color")
+        _set(mesh, SCALE, "FLOAT_VECTOR", shown.scale, "vector")
+        _set(mesh, ROTATION, "QUATERNION", shown.rotation, "value")
         if hasattr(mesh, "color_attributes"):
             mesh.color_attributes.active_color_name = COL
         mesh[PROP_ORIGIN] = [float(v) for v in origin_cv]
@@ -113,7 +121,7 @@ def import_ply(
     """
     t0 = time.perf_counter()
     path = Path(path)
-    arrays = splat.load(path)
+    arrays = splat.read(path)
     name = name or path.stem
     origin = placement.scene_centre(arrays.means_cv)
     cam_world = camera_world(context, placement_mode)

@@ -44,15 +44,23 @@ _TRANSPOSE_ROWS = 8192
 
 
 @dataclass
+class Derived:
+    """Display attributes computed from the PLY values (see the module docstring)."""
+
+    col: np.ndarray  # (N, 4) f32: scene-linear RGB + alpha
+    scale: np.ndarray  # (N, 3) f32, linear
+    rotation: np.ndarray  # (N, 4) f32, unit, w first
+
+
+@dataclass
 class SplatArrays:
     """What the importer hands to Blender. All arrays C-contiguous, ready for ``foreach_set``."""
 
     count: int
     means_cv: np.ndarray  # (N, 3) f32, OpenCV camera frame, metres
     properties: list[tuple[str, str, np.ndarray]]  # (PLY name, PLY kind, (N,) array in the attribute dtype)
-    col: np.ndarray  # (N, 4) f32: scene-linear RGB + alpha
-    scale: np.ndarray  # (N, 3) f32, linear
-    rotation: np.ndarray  # (N, 4) f32, unit, w first
+    columns: dict[str, np.ndarray]  # PLY name -> the same (N,) arrays
+    color_space: int | None  # 0 sRGB, 1 linear, None when the file does not say (treated as sRGB)
     camera: ply.SplatCamera | None
     elements_json: str  # the non-vertex elements, see :func:`elements_to_json`
 
@@ -133,7 +141,7 @@ def _columns(vertex: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def load(path: str | os.PathLike[str]) -> SplatArrays:
+def read(path: str | os.PathLike[str]) -> SplatArrays:
     """Read a 3DGS PLY (SHARP, generic with ``f_rest_*``, or plain) into arrays for Blender.
 
     Raises:
@@ -153,30 +161,36 @@ def load(path: str | os.PathLike[str]) -> SplatArrays:
     except ply.PlyError as exc:
         raise ply.PlyError(f"{contents.path}: {exc}") from exc
     count = len(vertex)
-
-    def f32(name: str) -> np.ndarray:
-        return columns[name].astype(np.float32, copy=False)
-
     means = np.empty((count, 3), dtype=np.float32)
-    scale = np.empty((count, 3), dtype=np.float32)
     for i, axis in enumerate("xyz"):
-        means[:, i] = f32(axis)
-        np.exp(f32(f"scale_{i}"), out=scale[:, i])
+        means[:, i] = columns[axis]
     space = contents.scalar_element("color_space")
     return SplatArrays(
         count=count,
         means_cv=means,
         properties=[(n, vertex.dtype[n].kind + str(vertex.dtype[n].itemsize), columns[n]) for n in names],
-        col=display_colour(
-            [f32(f"f_dc_{i}") for i in range(3)],
-            f32("opacity"),
-            int(space[0]) if space is not None and space.size else None,
-        ),
-        scale=scale,
-        rotation=unit_quaternions([f32(f"rot_{i}") for i in range(4)]),
+        columns=columns,
+        color_space=int(space[0]) if space is not None and space.size else None,
         # ply's own reader of the SHARP camera elements (intrinsic, image_size, extrinsic and legacy forms).
         camera=ply._camera(contents),
         elements_json=elements_to_json(contents),
+    )
+
+
+def derive(arrays: SplatArrays) -> Derived:
+    """The display attributes ``Col``, ``scale`` and ``rotation`` of :func:`read`'s arrays."""
+    columns = arrays.columns
+
+    def f32(name: str) -> np.ndarray:
+        return columns[name].astype(np.float32, copy=False)
+
+    scale = np.empty((arrays.count, 3), dtype=np.float32)
+    for i in range(3):
+        np.exp(f32(f"scale_{i}"), out=scale[:, i])
+    return Derived(
+        col=display_colour([f32(f"f_dc_{i}") for i in range(3)], f32("opacity"), arrays.color_space),
+        scale=scale,
+        rotation=unit_quaternions([f32(f"rot_{i}") for i in range(4)]),
     )
 
 
