@@ -56,7 +56,8 @@ class Server:
         self._lock = threading.Lock()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._jobs: dict[str, Job] = {}  # not finished yet
-        self._current: Job | None = None
+        self._current: Job | None = None  # the job whose final event is still to come
+        self._in_op = False  # the worker is inside an op function (even one whose final event went out)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="sharp-worker", daemon=True)
         self.models = ModelCache()
@@ -80,6 +81,8 @@ class Server:
                 return
             job.state = "finished"
             self._jobs.pop(job.id, None)
+            if self._current is job:
+                self._current = None  # a status right after the result must not say busy
         self.send(message)
 
     def status(self) -> dict[str, Any]:
@@ -191,6 +194,7 @@ class Server:
                 job.state = "running"
                 self._current = job
             started = time.perf_counter()
+            self._in_op = True
             try:
                 payload = JOB_OPS[job.op](JobContext(job, self.send, self.models, self.state))
             except BaseException as exc:  # every job ends with exactly one event, whatever happened
@@ -200,8 +204,7 @@ class Server:
             else:
                 self._finish(job, protocol.result(job.id, payload))
             finally:
-                with self._lock:
-                    self._current = None
+                self._in_op = False
                 logger.info("%s %s ended after %.2f s", job.op, job.id, time.perf_counter() - started)
 
     def serve(self) -> int:
@@ -215,7 +218,7 @@ class Server:
 
     @property
     def worker_busy(self) -> bool:
-        return self._worker.is_alive() and self._current is not None
+        return self._worker.is_alive() and self._in_op
 
 
 def _protocol_stdout() -> IO[str]:
