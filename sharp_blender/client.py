@@ -136,6 +136,15 @@ def default_sidecar_python() -> Path:
     return base / "sharp_blender" / "venv" / "bin" / "python"
 
 
+def torch_hub_checkpoint(name: str) -> Path:
+    """Where the sidecar's torch hub cache keeps a downloaded checkpoint (``torch.hub.get_dir()`` rules)."""
+    if os.environ.get("TORCH_HOME"):
+        base = Path(os.environ["TORCH_HOME"])
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
+    return base / "hub" / "checkpoints" / name
+
+
 class SidecarClient:
     """One sidecar process and the requests in flight on it.
 

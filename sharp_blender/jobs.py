@@ -99,10 +99,12 @@ def predict_options(context: bpy.types.Context, focal_mm: float, device: str) ->
         options["checkpoint"] = str(checkpoint)
     elif p.checkpoint_path:
         raise JobError(f"no SHARP checkpoint at {checkpoint}: fix 'Checkpoint' in the add-on preferences")
-    elif not bpy.app.online_access:
+    elif not bpy.app.online_access and not client.torch_hub_checkpoint(prefs.CHECKPOINT_NAME).is_file():
+        # Without a file the sidecar would download it: only with Blender's permission to go online.
         raise JobError(
-            f"no SHARP checkpoint at {checkpoint}, and Blender may not go online to download it. Allow online "
-            "access (Preferences > System > Network), or download the checkpoint and put it there"
+            f"no SHARP checkpoint at {checkpoint} (nor in {client.torch_hub_checkpoint(prefs.CHECKPOINT_NAME).parent}), "
+            "and Blender may not go online to download it. Allow online access (Preferences > System > Network), "
+            "or download the checkpoint and put it there"
         )
     return options
 

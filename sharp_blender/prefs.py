@@ -72,7 +72,7 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
     )
     checkpoint_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Checkpoint",
-        description="SHARP weights (.pt); empty uses the extension's user folder, downloaded there on first use",
+        description="SHARP weights (.pt); empty: models/ in the extension's user folder, else the sidecar's torch hub cache (downloaded there on first use when online access is allowed)",
         subtype="FILE_PATH",
         default="",
     )
