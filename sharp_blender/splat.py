@@ -99,7 +99,7 @@ def display_colour(f_dc: Sequence[np.ndarray], opacity_logits: np.ndarray, color
         rgb = np.clip(conventions.sh_dc_to_rgb(np.asarray(f_dc[i], dtype=np.float32)), 0.0, 1.0)
         rgba[:, i] = rgb if color_space == ply.COLOR_SPACE_LINEAR else conventions.srgb_to_linear(rgb)
 
-    # numpy releases the GIL inside ufuncs, so the channels convert in parallel.
+    # numpy releases the GIL inside ufuncs, so the channels convert in parallel (the pow is the cost).
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(channel, range(3)))
     rgba[:, 3] = conventions.sigmoid(np.asarray(opacity_logits, dtype=np.float32))
@@ -112,9 +112,11 @@ def unit_quaternions(q: Sequence[np.ndarray]) -> np.ndarray:
     norm = np.sqrt(w * w + x * x + y * y + z * z)
     zero = norm == 0
     norm[zero] = 1.0
+    inverse = 1.0 / norm
     out = np.empty((len(w), 4), dtype=np.float32)
     for i, c in enumerate((w, x, y, z)):
-        np.divide(c, norm, out=out[:, i])
+        # Contiguous maths, then a strided copy: a ufunc writing to a strided `out` loses SIMD (~20x slower).
+        out[:, i] = c * inverse
     out[zero] = (1.0, 0.0, 0.0, 0.0)
     return out
 
@@ -186,7 +188,7 @@ def derive(arrays: SplatArrays) -> Derived:
 
     scale = np.empty((arrays.count, 3), dtype=np.float32)
     for i in range(3):
-        np.exp(f32(f"scale_{i}"), out=scale[:, i])
+        scale[:, i] = np.exp(f32(f"scale_{i}"))  # contiguous exp, strided copy (see unit_quaternions)
     return Derived(
         col=display_colour([f32(f"f_dc_{i}") for i in range(3)], f32("opacity"), arrays.color_space),
         scale=scale,
