@@ -1,0 +1,342 @@
+"""Gaussians: the predictor's output, unprojection to metric OpenCV camera space (spec §6), PLY export (§8).
+
+The reference decomposes the metric covariances with a float64 SVD on the CPU (~3 s for 1.18 M Gaussians).
+Here a batched symmetric eigen-decomposition runs on the model's device instead (float64 where the device
+has it); for a symmetric positive semi-definite matrix it gives the same factors: eigenvalues = SVD singular
+values, eigenvectors = U. Scales come out sorted descending and rotations proper (det +1), as upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from . import conventions, ply
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Gaussians:
+    """A batch of 3D Gaussians (all float32, batch first).
+
+    Attributes:
+        means: (B, N, 3) positions; metric [m] in the OpenCV camera frame (x right, y down, z forward) after
+            :func:`unproject`, (x_ndc·z, y_ndc·z, z) before.
+        singular_values: (B, N, 3) linear standard deviations [m] (not log); sorted descending after unprojection.
+        quaternions: (B, N, 4) rotations, w first; raw (unnormalised) before unprojection, unit after.
+        colors: (B, N, 3) linear RGB in (0, 1).
+        opacities: (B, N) probabilities in (0, 1).
+    """
+
+    means: torch.Tensor
+    singular_values: torch.Tensor
+    quaternions: torch.Tensor
+    colors: torch.Tensor
+    opacities: torch.Tensor
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.means.shape[1])
+
+    def to(self, device: torch.device | str) -> Gaussians:
+        return Gaussians(*(t.to(device) for t in self._fields()))
+
+    def _fields(self) -> tuple[torch.Tensor, ...]:
+        return (self.means, self.singular_values, self.quaternions, self.colors, self.opacities)
+
+
+def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    """(…, 4) quaternions (w first, normalised here) -> (…, 3, 3) rotations R = (w²−|v|²)I + 2vvᵀ + 2w[v]×."""
+    q = q / q.norm(dim=-1, keepdim=True)
+    w, x, y, z = q.unbind(-1)
+    rows = (
+        (w * w + x * x - y * y - z * z, 2 * (x * y - w * z), 2 * (x * z + w * y)),
+        (2 * (x * y + w * z), w * w - x * x + y * y - z * z, 2 * (y * z - w * x)),
+        (2 * (x * z - w * y), 2 * (y * z + w * x), w * w - x * x - y * y + z * z),
+    )
+    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+
+
+def matrix_to_quaternion(R: torch.Tensor) -> torch.Tensor:
+    """(…, 3, 3) proper rotations -> (…, 4) unit quaternions, w first, w ≥ 0 (Shepperd's branch choice)."""
+    m = R
+    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    # Four candidate solutions, each accurate where its leading component is the largest.
+    candidates = torch.stack(
+        [
+            torch.stack(
+                [1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1
+            ),
+            torch.stack(
+                [
+                    m[..., 2, 1] - m[..., 1, 2],
+                    1 + 2 * m[..., 0, 0] - trace,
+                    m[..., 0, 1] + m[..., 1, 0],
+                    m[..., 0, 2] + m[..., 2, 0],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 0, 1] + m[..., 1, 0],
+                    1 + 2 * m[..., 1, 1] - trace,
+                    m[..., 1, 2] + m[..., 2, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 1, 0] - m[..., 0, 1],
+                    m[..., 0, 2] + m[..., 2, 0],
+                    m[..., 1, 2] + m[..., 2, 1],
+                    1 + 2 * m[..., 2, 2] - trace,
+                ],
+                -1,
+            ),
+        ],
+        dim=-2,
+    )  # (…, 4 candidates, 4 components); candidate k has 4·q_k² in component k
+    diag = torch.stack(
+        [1 + trace, 1 + 2 * m[..., 0, 0] - trace, 1 + 2 * m[..., 1, 1] - trace, 1 + 2 * m[..., 2, 2] - trace], -1
+    )
+    best = diag.argmax(dim=-1, keepdim=True)
+    q = torch.gather(candidates, -2, best[..., None].expand(*best.shape, 4)).squeeze(-2)
+    q = q / q.norm(dim=-1, keepdim=True)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def decomposition_dtype(device: torch.device) -> torch.dtype:
+    """float64 wherever the device supports it (MPS does not)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+Vec = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a batch of 3-vectors as three (…,) components
+
+
+def _dot(a: Vec, b: Vec) -> torch.Tensor:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _cross(a: Vec, b: Vec) -> Vec:
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def _normalise(a: Vec) -> Vec:
+    """Unit vectors; rescaled by the largest component first so tiny inputs do not underflow. Zero -> x axis."""
+    big = torch.maximum(torch.maximum(a[0].abs(), a[1].abs()), a[2].abs())
+    zero = big == 0
+    inv_big = torch.where(zero, torch.ones_like(big), big).reciprocal()
+    b = (torch.where(zero, torch.ones_like(big), a[0] * inv_big), a[1] * inv_big, a[2] * inv_big)
+    inv = _dot(b, b).rsqrt()
+    return (b[0] * inv, b[1] * inv, b[2] * inv)
+
+
+def _select(mask: torch.Tensor, a: Vec, b: Vec) -> Vec:
+    return (torch.where(mask, a[0], b[0]), torch.where(mask, a[1], b[1]), torch.where(mask, a[2], b[2]))
+
+
+def symmetric_eigen(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form eigen-decomposition of symmetric (…, 3, 3) matrices, vectorised over the batch.
+
+    1. Trigonometric (Smith) eigenvalue estimates pick the extreme eigenvalue farther from the middle one.
+    2. Its eigenvector is the longest cross product of two rows of A − λI (well defined: λ is isolated), and
+       its eigenvalue the Rayleigh quotient.
+    3. The other two come from the exact 2×2 problem in the orthogonal complement (stable half-angle formula),
+       which stays accurate for small eigenvalues next to a large one and for repeated ones.
+
+    Returns:
+        eigenvalues (…, 3) descending and eigenvectors as columns (…, 3, 3), orthonormal with det +1.
+    """
+    # Scale to max |a_ij| = 1 so squares and cubes neither overflow nor underflow.
+    scale = A.abs().amax(dim=(-1, -2)).clamp(min=torch.finfo(A.dtype).tiny)
+    B = A / scale[..., None, None]
+    a, b, c = B[..., 0, 0], B[..., 1, 1], B[..., 2, 2]
+    d, e, f = B[..., 0, 1], B[..., 0, 2], B[..., 1, 2]
+
+    # Step 1: estimates. C = (B − qI)/p has eigenvalues 2cos(φ + 2πk/3) with cos 3φ = det(C)/2.
+    q = (a + b + c) / 3
+    aq, bq, cq = a - q, b - q, c - q
+    p = ((aq.square() + bq.square() + cq.square() + 2 * (d.square() + e.square() + f.square())) / 6).sqrt()
+    det_c = aq * (bq * cq - f * f) - d * (d * cq - f * e) + e * (d * f - bq * e)
+    p3 = 2 * p**3
+    # Isotropic (p = 0, or p³ below the dtype's range): any φ gives the right (equal) eigenvalues.
+    r = torch.where(p3 > 0, det_c / p3.clamp(min=torch.finfo(A.dtype).tiny), torch.zeros_like(p)).clamp(-1.0, 1.0)
+    phi = torch.acos(r) / 3
+    lam_hi = q + 2 * p * torch.cos(phi)
+    lam_lo = q + 2 * p * torch.cos(phi + 2 * math.pi / 3)
+    lam_mid = 3 * q - lam_hi - lam_lo
+    largest_first = (lam_hi - lam_mid) >= (lam_mid - lam_lo)
+    lam = torch.where(largest_first, lam_hi, lam_lo)
+
+    # Step 2: the isolated eigenvector from the rows of B − λI.
+    rows = ((a - lam, d, e), (d, b - lam, f), (e, f, c - lam))
+    crosses = (_cross(rows[0], rows[1]), _cross(rows[0], rows[2]), _cross(rows[1], rows[2]))
+    n0, n1, n2 = (_dot(x, x) for x in crosses)
+    v = _select(n0 >= torch.maximum(n1, n2), crosses[0], _select(n1 >= n2, crosses[1], crosses[2]))
+    v = _normalise(v)
+    Bv = (a * v[0] + d * v[1] + e * v[2], d * v[0] + b * v[1] + f * v[2], e * v[0] + f * v[1] + c * v[2])
+    lam_iso = _dot(v, Bv)
+
+    # Step 3: orthonormal basis (u, w) of v⊥, then the 2×2 problem [[m00, m01], [m01, m11]] in it.
+    zero = torch.zeros_like(a)
+    u = _normalise(_select(v[0].abs() > v[2].abs(), (-v[1], v[0], zero), (zero, -v[2], v[1])))
+    w = _cross(v, u)
+    Bu = (a * u[0] + d * u[1] + e * u[2], d * u[0] + b * u[1] + f * u[2], e * u[0] + f * u[1] + c * u[2])
+    Bw = (a * w[0] + d * w[1] + e * w[2], d * w[0] + b * w[1] + f * w[2], e * w[0] + f * w[1] + c * w[2])
+    m00, m01, m11 = _dot(u, Bu), _dot(u, Bw), _dot(w, Bw)
+    mean, half = (m00 + m11) / 2, (m00 - m11) / 2
+    radius = torch.hypot(half, m01)
+    mu_hi, mu_lo = mean + radius, mean - radius
+    theta = torch.atan2(m01, half) / 2  # direction of mu_hi in the (u, w) plane; any angle if repeated
+    cos_t, sin_t = torch.cos(theta), torch.sin(theta)
+    x_hi = (cos_t * u[0] + sin_t * w[0], cos_t * u[1] + sin_t * w[1], cos_t * u[2] + sin_t * w[2])
+
+    lam0 = torch.where(largest_first, lam_iso, mu_hi)
+    lam1 = torch.where(largest_first, mu_hi, mu_lo)
+    lam2 = torch.where(largest_first, mu_lo, lam_iso)
+    # Rounding can swap nearly equal values; keep the order (values move by rounding error only).
+    lam1 = torch.maximum(lam1, lam2)
+    lam0 = torch.maximum(lam0, lam1)
+    e0 = _select(largest_first, v, x_hi)
+    e1 = _select(largest_first, x_hi, _cross(v, x_hi))  # v × x_hi is the mu_lo direction (unit: v ⊥ x_hi)
+    e2 = _cross(e0, e1)  # right-handed, det +1
+    vectors = torch.stack([torch.stack(e0, -1), torch.stack(e1, -1), torch.stack(e2, -1)], dim=-1)
+    eigenvalues = torch.stack([lam0, lam1, lam2], -1) * scale[..., None]
+    return eigenvalues, vectors
+
+
+_CHUNK = 1 << 16  # Gaussians per closed-form batch: keeps the ~100 temporaries in cache (10x faster on CPU)
+
+
+def decompose_covariances(
+    cov: torch.Tensor, method: str = "closed_form", dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Covariances (…, 3, 3) -> (singular values (…, 3) descending, unit quaternions (…, 4), w first).
+
+    The input is symmetrised first: a float32 A·Σ·Aᵀ is symmetric only up to rounding, and the symmetric part
+    has the SVD's singular values to second order. Runs on the input's device in ``dtype`` (default float64,
+    float32 on MPS). ``method``: "closed_form" (:func:`symmetric_eigen`, the fast default) or "eigh"
+    (torch.linalg.eigh, a plain reference). Rotations are proper: with eigh the last column is negated where
+    det < 0, as upstream's reflection fix. Results are float32.
+    """
+    dtype = dtype or decomposition_dtype(cov.device)
+    batch_shape = cov.shape[:-2]
+    flat = cov.reshape(-1, 3, 3).to(dtype)
+    flat = (flat + flat.transpose(-1, -2)) / 2
+    if method == "closed_form":
+        solve = symmetric_eigen
+    elif method == "eigh":
+        solve = _eigh_descending
+    else:
+        raise ValueError(f"unknown decomposition method {method!r}: closed_form or eigh")
+    chunk = _CHUNK if method == "closed_form" else max(1, flat.shape[0])
+    scales, quats = [], []
+    for i in range(0, flat.shape[0], chunk):
+        eigenvalues, vectors = solve(flat[i : i + chunk])
+        scales.append(eigenvalues.clamp(min=0).sqrt().float())
+        quats.append(matrix_to_quaternion(vectors).float())
+    if not scales:
+        return cov.new_zeros(*batch_shape, 3), cov.new_zeros(*batch_shape, 4)
+    return torch.cat(scales).reshape(*batch_shape, 3), torch.cat(quats).reshape(*batch_shape, 4)
+
+
+def _eigh_descending(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.linalg.eigh, reordered descending, last column negated where det < 0 (upstream's reflection fix)."""
+    eigenvalues, vectors = torch.linalg.eigh(A)
+    eigenvalues, vectors = eigenvalues.flip(-1), vectors.flip(-1)
+    sign = torch.where(torch.linalg.det(vectors) < 0, -1.0, 1.0).to(A.dtype)
+    return eigenvalues, torch.cat([vectors[..., :2], vectors[..., 2:] * sign[..., None, None]], -1)
+
+
+def covariances(gaussians: Gaussians) -> torch.Tensor:
+    """(B, N, 3, 3) Σ = R·diag(s²)·Rᵀ in float32 from the normalised quaternions and scales."""
+    R = quaternion_to_matrix(gaussians.quaternions)
+    return (R * gaussians.singular_values[..., None, :].square()) @ R.transpose(-1, -2)
+
+
+def unprojection_matrix(f_px: float, image_size: tuple[int, int]) -> torch.Tensor:
+    """The 3×3 linear map NDC·depth -> metric camera space: diag(W/(2f), H/(2f), 1) (float32).
+
+    The reference inverts NDC·K_resized in float32; analytically the inverse is this diagonal (principal point
+    at (W/2, H/2), as upstream; translation zero).
+    """
+    width, height = image_size
+    return torch.diag(torch.tensor([width / (2.0 * f_px), height / (2.0 * f_px), 1.0], dtype=torch.float32))
+
+
+def unproject(gaussians: Gaussians, f_px: float, image_size: tuple[int, int]) -> Gaussians:
+    """NDC Gaussians -> metric Gaussians in the OpenCV camera frame (spec §6).
+
+    Args:
+        gaussians: composer output (means = (x_ndc·z, y_ndc·z, z), raw quaternions).
+        f_px: focal length of the original image [px].
+        image_size: original (W, H) [px].
+
+    Returns:
+        Metric Gaussians on the same device: means A·m, covariances A·Σ·Aᵀ re-factored into sorted scales and
+        unit quaternions; colours and opacities unchanged.
+    """
+    A = unprojection_matrix(f_px, image_size).to(gaussians.means.device)
+    means = gaussians.means @ A.T
+    cov = A @ covariances(gaussians) @ A.T
+    singular_values, quaternions = decompose_covariances(cov)
+    return replace(gaussians, means=means, singular_values=singular_values, quaternions=quaternions)
+
+
+def disparity_quantiles(gaussians: Gaussians) -> np.ndarray:
+    """10 % and 90 % quantiles of 1/z over all Gaussians (float32 torch.quantile, as upstream) -> (2,)."""
+    inverse_z = 1.0 / gaussians.means[0, :, 2]
+    q = torch.tensor([0.1, 0.9], device=inverse_z.device, dtype=inverse_z.dtype)
+    return torch.quantile(inverse_z, q).cpu().numpy()
+
+
+def vertex_columns(gaussians: Gaussians) -> np.ndarray:
+    """The 14 SHARP vertex columns of batch item 0 as one structured little-endian float32 array (N,)."""
+    g = gaussians
+    f_dc = conventions.rgb_to_sh_dc(conventions.linear_to_srgb(g.colors[0]))
+    table = torch.cat(
+        [
+            g.means[0],
+            f_dc,
+            conventions.logit(g.opacities[0])[:, None],
+            g.singular_values[0].log(),
+            g.quaternions[0],
+        ],
+        dim=1,
+    ).float()
+    values = table.cpu().numpy()
+    vertex = np.empty(len(values), dtype=[(name, "<f4") for name in ply.SHARP_VERTEX_PROPERTIES])
+    vertex.view("<f4").reshape(len(values), -1)[:] = values
+    return vertex
+
+
+def save_ply(
+    gaussians: Gaussians,
+    path: str | os.PathLike[str],
+    f_px: float,
+    image_size: tuple[int, int],
+    plain: bool = False,
+) -> None:
+    """Write metric Gaussians (batch item 0) as a SHARP PLY, atomically.
+
+    Args:
+        gaussians: metric Gaussians from :func:`unproject`.
+        path: output file.
+        f_px: focal length of the original image [px].
+        image_size: original (W, H) [px].
+        plain: write the vertex element only (for tools that reject extra elements).
+    """
+    vertex = vertex_columns(gaussians)
+    extra = (
+        []
+        if plain
+        else ply.sharp_metadata(f_px, image_size, len(vertex), [float(v) for v in disparity_quantiles(gaussians)])
+    )
+    ply.write_ply(path, vertex, extra)
