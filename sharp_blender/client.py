@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 SIDECAR_UNAVAILABLE = "sidecar_unavailable"
 TIMEOUT = "timeout"
 
+# Blender's own Python settings would make the sidecar's venv interpreter load the wrong stdlib.
+_FOREIGN_PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONNOUSERSITE")
 STDERR_LINES = 200
 CANCEL_GRACE_S = 5.0
 TERMINATE_GRACE_S = 3.0
@@ -126,7 +128,11 @@ def default_sidecar_python() -> Path:
     """Where ``scripts/setup.sh`` puts the sidecar's interpreter on this platform (it may not exist)."""
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-        return base / "sharp_blender" / "venv" / "Scripts" / "python.exe"
+        native = base / "sharp_blender" / "venv" / "Scripts" / "python.exe"
+        # setup.sh run from Git Bash uses the XDG layout with Windows' venv folder names.
+        bash = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        posix = bash / "sharp_blender" / "venv" / "Scripts" / "python.exe"
+        return posix if posix.exists() and not native.exists() else native
     if sys.platform == "darwin":
         base = Path.home() / "Library" / "Application Support"
         mac = base / "sharp_blender" / "venv" / "bin" / "python"
@@ -199,7 +205,9 @@ class SidecarClient:
             self.ready_info = None
             self._stderr.clear()
             self._stopping = False
-            env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+            env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_PYTHON_VARIABLES}
+            env.update(self.env)
+            env["PYTHONUNBUFFERED"] = "1"
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
             try:
                 proc = subprocess.Popen(

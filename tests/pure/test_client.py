@@ -155,3 +155,17 @@ def test_default_python_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         pytest.skip("XDG layout is the Linux one")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert sc.default_sidecar_python() == tmp_path / "sharp_blender" / "venv" / "bin" / "python"
+
+
+def test_blenders_python_variables_do_not_reach_the_sidecar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/blender/python/lib")
+    script = (
+        "import json, os, sys; "
+        "print(json.dumps({'type': 'ready', 'id': None, 'result': {'pp': os.environ.get('PYTHONPATH'), "
+        "'extra': os.environ.get('SHARP_CHECKPOINT')}}), flush=True); sys.stdin.read()"
+    )
+    client = sc.SidecarClient([sys.executable, "-c", script], env={"SHARP_CHECKPOINT": "/x.pt"})
+    try:
+        assert client.wait_ready(10) == {"pp": None, "extra": "/x.pt"}
+    finally:
+        client.shutdown(timeout=1)
