@@ -147,6 +147,12 @@ def import_ply(
             collection.objects.link(cam_obj)
             camera.apply_render_settings(context.scene, arrays.camera.K, arrays.camera.image_size)
             context.scene.camera = cam_obj
+        view_layer = context.view_layer
+        if view_layer is not None and obj.name in view_layer.objects:
+            for other in context.selected_objects or ():
+                other.select_set(False)
+            obj.select_set(True)
+            view_layer.objects.active = obj
     except BaseException:
         remove_ids(created)
         raise

@@ -64,6 +64,7 @@ def test_every_property_is_kept_exactly_and_display_attributes_are_derived(
     obj = bpy.data.objects["exact"]
     mesh = obj.data
     assert len(mesh.vertices) == 500
+    assert bpy.context.view_layer.objects.active == obj and obj.select_get()
     for name, values in cols.items():
         if values.dtype == np.uint8:
             np.testing.assert_array_equal(_attr(mesh, name, dtype=np.int32), values.astype(np.int32))
