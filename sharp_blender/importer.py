@@ -147,18 +147,26 @@ def import_ply(
             collection.objects.link(cam_obj)
             camera.apply_render_settings(context.scene, arrays.camera.K, arrays.camera.image_size)
             context.scene.camera = cam_obj
-        view_layer = context.view_layer
-        if view_layer is not None and obj.name in view_layer.objects:
-            for other in context.selected_objects or ():
-                other.select_set(False)
-            obj.select_set(True)
-            view_layer.objects.active = obj
+        _make_active(context, obj)
     except BaseException:
         remove_ids(created)
         raise
     seconds = time.perf_counter() - t0
     logger.info("imported %s: %d splats in %.3f s", path.name, arrays.count, seconds)
     return ImportResult(obj, cam_obj, seconds)
+
+
+def _make_active(context: bpy.types.Context, obj: bpy.types.Object) -> None:
+    view_layer = context.view_layer
+    if view_layer is None:
+        return
+    for other in view_layer.objects:
+        other.select_set(False)
+    try:
+        obj.select_set(True, view_layer=view_layer)
+        view_layer.objects.active = obj
+    except RuntimeError:  # the active collection is excluded from this view layer: nothing to select
+        logger.debug("%s is not in view layer %s", obj.name, view_layer.name)
 
 
 def remove_ids(ids: list[bpy.types.ID]) -> None:
