@@ -3,8 +3,8 @@
 Turbo (Anton Mikhailov, Google, 2019) is evaluated from its published degree-5 polynomial fit
 (Ruofei Du's approximation of the 256-entry table, Apache-2.0; coefficients below) into a 256-entry
 table, indexed the way matplotlib indexes a 256-colour map: ``index = clip(floor(x·256), 0, 255)``.
-The fit is close to the original table (scripts/gpu_render_check.py measures it against
-matplotlib's where matplotlib is installed).
+Against matplotlib's turbo table the fit differs by 6/255 on average and 32/255 at most (measured
+by scripts/gpu_render_check.py): the same look, not the same bytes.
 
 The reference maps depth linearly from 0 to ``min(max depth of the first frame, 50 m)``, clipped.
 """

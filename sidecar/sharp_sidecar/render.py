@@ -150,7 +150,9 @@ def make_rasterizer(scene: RenderScene, backend: str = "auto", progress: Progres
     """gsplat on CUDA when it is installed, else the torch fallback; ``backend`` forces one."""
     if backend not in ("auto", "gsplat", "torch"):
         raise ValueError(f"unknown render backend {backend!r}; use auto, gsplat or torch")
-    if backend == "torch" or (backend == "auto" and (scene.device.type != "cuda" or not gsplat_available())):
+    if backend == "torch":
+        return TorchRasterizer(scene)
+    if backend == "auto" and (scene.device.type != "cuda" or not gsplat_available()):
         if scene.device.type == "cuda":
             logger.warning("gsplat is not installed: rendering with the slow torch fallback (pip install gsplat)")
         return TorchRasterizer(scene)
@@ -198,8 +200,8 @@ def render_batches(
         Cancelled: checked before every batch.
     """
     device = rasterizer.scene.device
-    views = torch.as_tensor(np.asarray(viewmats, dtype=np.float32) if isinstance(viewmats, np.ndarray) else viewmats)
-    intr = torch.as_tensor(np.asarray(Ks, dtype=np.float32) if isinstance(Ks, np.ndarray) else Ks)
+    views = torch.from_numpy(np.array(viewmats, dtype=np.float32)) if isinstance(viewmats, np.ndarray) else viewmats
+    intr = torch.from_numpy(np.array(Ks, dtype=np.float32)) if isinstance(Ks, np.ndarray) else Ks
     views = views.to(device, torch.float32).reshape(-1, 4, 4)
     intr = intr.to(device, torch.float32).reshape(-1, 3, 3)
     if len(intr) == 1 and len(views) > 1:

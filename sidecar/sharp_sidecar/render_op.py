@@ -33,7 +33,7 @@ from .errors import BadRequestError
 
 logger = logging.getLogger(__name__)
 
-_cache: dict[str, Any] = {"key": None, "scene": None, "rasterizers": {}}
+_cache: dict[str, Any] = {"key": None, "source": None, "scene": None, "rasterizers": {}}
 
 
 def _matrix(value: Any, shape: tuple[int, int], what: str) -> np.ndarray:
@@ -77,12 +77,13 @@ def _scene(ctx: Any, device: Any) -> render_scene.RenderScene:
     if ply_path in (None, ""):
         kept = ctx.state.get("last_gaussians")
         if kept is not None:
-            key = f"memory:{id(kept['gaussians'])}:{device}"
-            if _cache["key"] != key:
+            # Identity, not id(): the cache holds the object, so a later prediction cannot reuse its id.
+            key = f"memory:{device}"
+            if _cache["key"] != key or _cache["source"] is not kept["gaussians"]:
                 scene = render_scene.scene_from_gaussians(
                     kept["gaussians"], tuple(kept["image_size"]), kept["f_px"], device
                 )
-                _remember(key, scene)
+                _remember(key, scene, kept["gaussians"])
             return _cache["scene"]  # type: ignore[no-any-return]
         ply_path = ctx.state.get("last_ply")
         if not ply_path:
@@ -100,9 +101,9 @@ def _scene(ctx: Any, device: Any) -> render_scene.RenderScene:
     return _cache["scene"]  # type: ignore[no-any-return]
 
 
-def _remember(key: str, scene: render_scene.RenderScene) -> None:
+def _remember(key: str, scene: render_scene.RenderScene, source: Any = None) -> None:
     # One scene at a time: a SHARP scene is ~70 MB on the device.
-    _cache.update(key=key, scene=scene, rasterizers={})
+    _cache.update(key=key, source=source, scene=scene, rasterizers={})
 
 
 def render_op(ctx: Any) -> dict[str, Any]:
@@ -146,12 +147,7 @@ def render_op(ctx: Any) -> dict[str, Any]:
             raise BadRequestError(str(exc)) from exc
         size = (width, height) if width and height else None
         path = render_scene.scene_trajectory(scene, traj_params, size)
-        viewmats, Ks, width, height = (
-            path.viewmats,
-            np.broadcast_to(path.K, (len(path.viewmats), 3, 3)),
-            path.width,
-            path.height,
-        )
+        viewmats, Ks, width, height = path.viewmats, path.K[None], path.width, path.height
 
     rasterizer = _cache["rasterizers"].get(backend)
     if rasterizer is None:
