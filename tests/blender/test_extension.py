@@ -33,3 +33,26 @@ def test_extension_installs_enables_and_registers(addon: ModuleType) -> None:
     prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
     assert prefs is not None and prefs.device == "auto"
     assert type(prefs).__name__ == "SHARP_AddonPreferences"
+
+
+def test_operators_panels_and_settings_are_registered(addon: ModuleType) -> None:
+    for op in ("predict", "cancel", "import_ply", "export_ply", "check_sidecar"):
+        assert hasattr(bpy.ops.sharp, op), op
+    for panel in ("SHARP_PT_generate", "SHARP_PT_display", "SHARP_PT_preview"):
+        cls = getattr(bpy.types, panel)
+        assert cls.bl_category == "SHARP" and cls.bl_space_type == "VIEW_3D" and cls.bl_region_type == "UI"
+    settings = bpy.context.scene.sharp
+    assert (settings.focal_mm, settings.device, settings.placement) == (0.0, "PREFS", "ORIGIN")
+    assert not bpy.context.window_manager.sharp_status.busy
+    prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
+    assert prefs.keep_model and prefs.python_path == "" and prefs.sidecar_command == ""
+    if hasattr(bpy.types, "FileHandler"):
+        assert bpy.types.SHARP_FH_import_ply.bl_import_operator == "sharp.import_ply"
+
+
+def test_zip_has_only_relative_imports(extension_zip: Path) -> None:
+    archive = zipfile.ZipFile(extension_zip)
+    for name in archive.namelist():
+        if name.endswith(".py"):
+            source = archive.read(name).decode()
+            assert "import sharp_blender" not in source and "from sharp_blender" not in source, name
