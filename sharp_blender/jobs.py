@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import time
 from dataclasses import dataclass, field
@@ -99,7 +100,11 @@ def predict_options(context: bpy.types.Context, focal_mm: float, device: str) ->
         options["checkpoint"] = str(checkpoint)
     elif p.checkpoint_path:
         raise JobError(f"no SHARP checkpoint at {checkpoint}: fix 'Checkpoint' in the add-on preferences")
-    elif not bpy.app.online_access and not client.torch_hub_checkpoint(prefs.CHECKPOINT_NAME).is_file():
+    elif (
+        not bpy.app.online_access
+        and not client.torch_hub_checkpoint(prefs.CHECKPOINT_NAME).is_file()
+        and not Path(os.environ.get("SHARP_CHECKPOINT") or "/nonexistent").is_file()  # the sidecar reads it too
+    ):
         # Without a file the sidecar would download it: only with Blender's permission to go online.
         raise JobError(
             f"no SHARP checkpoint at {checkpoint} (nor in {client.torch_hub_checkpoint(prefs.CHECKPOINT_NAME).parent}), "
