@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs, ops, prefs, props, ui
+from . import jobs, ops, prefs, preview_ops, props, ui
 
 CLASSES: tuple[type, ...] = (
     *prefs.CLASSES,
     *props.CLASSES,
     *ops.CLASSES,
     *ui.CLASSES,
+    *preview_ops.CLASSES,
 )
 
 
@@ -32,6 +33,7 @@ def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     props.register()
+    preview_ops.register()
     bpy.types.TOPBAR_MT_file_import.append(_menu_import)
     bpy.types.TOPBAR_MT_file_export.append(_menu_export)
 
@@ -40,6 +42,7 @@ def unregister() -> None:
     jobs.shutdown()
     bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
+    preview_ops.unregister()
     props.unregister()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
