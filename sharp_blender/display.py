@@ -178,11 +178,28 @@ def input_identifier(mod: bpy.types.NodesModifier, name: str) -> str:
     raise KeyError(f"the node group {mod.node_group.name} has no input {name!r}")
 
 
+def input_property(mod: bpy.types.NodesModifier, name: str) -> tuple[Any, str]:
+    """(owner, property path) of a modifier input, for ``layout.prop(owner, path)``.
+
+    Up to 5.0 the values are ID properties of the modifier (``mod["Socket_2"]``); newer versions
+    (checked with bpy 5.2) expose them as ``mod.properties.inputs.Socket_2.value``.
+    """
+    identifier = input_identifier(mod, name)
+    inputs = getattr(getattr(mod, "properties", None), "inputs", None)
+    if inputs is not None and hasattr(inputs, identifier):
+        return getattr(inputs, identifier), "value"
+    return mod, f'["{identifier}"]'
+
+
 def set_input(obj: bpy.types.Object, name: str, value: float) -> None:
     mod = modifier(obj)
     if mod is None:
         raise ValueError(f"{obj.name} has no {MODIFIER_NAME} modifier; import it with SHARP first")
-    mod[input_identifier(mod, name)] = value
+    owner, path = input_property(mod, name)
+    if path == "value":
+        owner.value = value
+    else:
+        owner[path[2:-2]] = value
     obj.update_tag()
 
 
@@ -190,4 +207,5 @@ def get_input(obj: bpy.types.Object, name: str) -> float:
     mod = modifier(obj)
     if mod is None:
         raise ValueError(f"{obj.name} has no {MODIFIER_NAME} modifier")
-    return float(mod[input_identifier(mod, name)])
+    owner, path = input_property(mod, name)
+    return float(owner.value if path == "value" else owner[path[2:-2]])

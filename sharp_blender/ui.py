@@ -86,7 +86,8 @@ class SHARP_PT_display(bpy.types.Panel):
             return
         col = self.layout.column()
         for name in (display.POINT_SIZE, display.OPACITY_THRESHOLD):
-            col.prop(mod, f'["{display.input_identifier(mod, name)}"]', text=name)
+            owner, path = display.input_property(mod, name)
+            col.prop(owner, path, text=name)
         col.label(text=f"{len(obj.data.vertices):,} splats", icon="POINTCLOUD_DATA")  # type: ignore[union-attr]
         camera_name = obj.get(importer.PROP_CAMERA)
         if camera_name:
