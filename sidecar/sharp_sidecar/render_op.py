@@ -3,6 +3,8 @@
 Params:
     ``ply``           a PLY path; omitted or null = the last prediction of this sidecar (its Gaussians
                       when the predict op kept them in ``state["last_gaussians"]``, else its PLY).
+                      Naming the last prediction's own PLY also uses the Gaussians in memory (until
+                      the file changes).
     ``cameras``       list of ``{"viewmat": 4x4 world-to-camera (OpenCV, splat frame), "K": 3x3}``;
                       omitted = the reference path of ``trajectory`` (default rotate_forward) with
                       ``frames`` frames (default 60).
@@ -72,19 +74,28 @@ def _positive_int(params: dict[str, Any], name: str, default: int | None) -> int
     return value
 
 
+def _same_file(a: str, b: str | None) -> bool:
+    try:
+        return b is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _memory_scene(kept: dict[str, Any], device: Any) -> render_scene.RenderScene:
+    # Identity, not id(): the cache holds the object, so a later prediction cannot reuse its id.
+    key = f"memory:{device}"
+    if _cache["key"] != key or _cache["source"] is not kept["gaussians"]:
+        scene = render_scene.scene_from_gaussians(kept["gaussians"], tuple(kept["image_size"]), kept["f_px"], device)
+        _remember(key, scene, kept["gaussians"])
+    return _cache["scene"]  # type: ignore[no-any-return]
+
+
 def _scene(ctx: Any, device: Any) -> render_scene.RenderScene:
     ply_path = ctx.params.get("ply")
+    kept = ctx.state.get("last_gaussians")
     if ply_path in (None, ""):
-        kept = ctx.state.get("last_gaussians")
         if kept is not None:
-            # Identity, not id(): the cache holds the object, so a later prediction cannot reuse its id.
-            key = f"memory:{device}"
-            if _cache["key"] != key or _cache["source"] is not kept["gaussians"]:
-                scene = render_scene.scene_from_gaussians(
-                    kept["gaussians"], tuple(kept["image_size"]), kept["f_px"], device
-                )
-                _remember(key, scene, kept["gaussians"])
-            return _cache["scene"]  # type: ignore[no-any-return]
+            return _memory_scene(kept, device)
         ply_path = ctx.state.get("last_ply")
         if not ply_path:
             raise BadRequestError("no 'ply' given and nothing was predicted yet: pass a PLY path")
@@ -94,6 +105,15 @@ def _scene(ctx: Any, device: Any) -> render_scene.RenderScene:
         stat = os.stat(ply_path)
     except OSError as exc:
         raise BadRequestError(f"cannot read the PLY {ply_path}: {exc.strerror or exc}") from exc
+    if kept is not None and _same_file(ply_path, ctx.state.get("last_ply")):
+        # The PLY the last predict wrote, while its Gaussians are still in memory: no re-read. If the
+        # file changes later (size or mtime), it is read like any other.
+        signature = (stat.st_size, stat.st_mtime_ns)
+        seen = _cache.get("ply_signature")
+        if seen is None or seen[0] is not kept["gaussians"]:
+            seen = _cache["ply_signature"] = (kept["gaussians"], signature)
+        if seen[1] == signature:
+            return _memory_scene(kept, device)
     key = f"{Path(ply_path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{device}"
     if _cache["key"] != key:
         ctx.progress("load", None, f"reading {Path(ply_path).name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,32 @@ def test_in_memory_prediction_is_used_without_a_ply(tmp_path: Path) -> None:
     assert first.means.data_ptr() == gaussians.means.data_ptr()  # no copy on the same device
     run_op({"frames": 2, "output": str(tmp_path / "m2.mp4")}, state)
     assert render_op._cache["scene"] is first  # kept between requests
+
+
+def test_the_last_predictions_ply_is_drawn_from_memory(tmp_path: Path, scene_ply: Path) -> None:
+    import shutil
+
+    ply_path = tmp_path / "last.ply"
+    shutil.copy(scene_ply, ply_path)
+    gaussians = Gaussians(
+        means=torch.tensor([[[0.0, 0.0, 2.0]]]),
+        singular_values=torch.full((1, 1, 3), 0.1),
+        quaternions=torch.tensor([[[1.0, 0, 0, 0]]]),
+        colors=torch.tensor([[[0.2, 0.4, 0.6]]]),
+        opacities=torch.tensor([[0.9]]),
+    )
+    state = {
+        "last_ply": str(ply_path),
+        "last_gaussians": {"gaussians": gaussians, "image_size": (16, 12), "f_px": 20.0},
+    }
+    K = [[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]]
+    params = {"ply": str(ply_path), "cameras": [{"viewmat": np.eye(4).tolist(), "K": K}], "width": 16, "height": 12}
+    run_op({**params, "output": str(tmp_path / "a.mp4")}, state)
+    assert render_op._cache["scene"].count == 1  # the in-memory prediction, not the file's 5,400 splats
+    ply_path.touch()  # once the file changes, it is read
+    os.utime(ply_path, ns=(1, 1))
+    run_op({**params, "output": str(tmp_path / "b.mp4")}, state)
+    assert render_op._cache["scene"].count == 90 * 60
 
 
 @pytest.mark.parametrize(
