@@ -121,7 +121,10 @@ class GsplatRasterizer(Rasterizer):
         super().__init__(scene)
         if scene.device.type != "cuda":
             raise DeviceError("gsplat renders on CUDA only; the scene is on " + str(scene.device))
-        progress("compile", None, "preparing gsplat's CUDA kernels (the first use compiles them: about 1-2 minutes)")
+        if "gsplat.cuda._backend" not in sys.modules:
+            progress(
+                "compile", None, "preparing gsplat's CUDA kernels (the first use compiles them: about 1-2 minutes)"
+            )
         start = time.perf_counter()
         # gsplat reports its compile through rich on stdout, which is the protocol channel of `sharp serve`.
         with contextlib.redirect_stdout(sys.stderr):
@@ -156,7 +159,14 @@ def make_rasterizer(scene: RenderScene, backend: str = "auto", progress: Progres
         if scene.device.type == "cuda":
             logger.warning("gsplat is not installed: rendering with the slow torch fallback (pip install gsplat)")
         return TorchRasterizer(scene)
-    return GsplatRasterizer(scene, progress)
+    if backend == "gsplat":
+        return GsplatRasterizer(scene, progress)
+    try:
+        return GsplatRasterizer(scene, progress)
+    except Exception as exc:  # a failed JIT build (no nvcc, compiler errors) must not stop a preview
+        logger.warning("gsplat is unusable here (%s): rendering with the slow torch fallback", exc)
+        progress("compile", None, "gsplat could not be prepared: using the slower torch renderer")
+        return TorchRasterizer(scene)
 
 
 def to_srgb_u8(linear: torch.Tensor) -> torch.Tensor:

@@ -183,3 +183,18 @@ def test_turbo_colormap() -> None:
     np.testing.assert_array_equal(colormap.colorize_depth(torch.from_numpy(depth), 50.0).numpy(), out)
     assert colormap.depth_range(np.array([3.0, 120.0])) == 50.0
     assert colormap.depth_range(torch.tensor([3.0, 12.0])) == 12.0
+
+
+def test_backend_choice_on_cpu(small_ply: Path) -> None:
+    from sharp_sidecar.errors import DeviceError
+
+    scene = render_scene.scene_from_ply(small_ply)
+    assert render.make_rasterizer(scene).name == "torch"
+    with pytest.raises(DeviceError, match="CUDA only"):
+        render.make_rasterizer(scene, "gsplat")
+    with pytest.raises(ValueError, match="unknown render backend"):
+        render.make_rasterizer(scene, "vulkan")
+    assert render.pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="use --device cpu"):
+            render.pick_device("cuda")
