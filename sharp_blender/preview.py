@@ -196,10 +196,11 @@ def frame_cameras(
     return np.stack(views).astype(np.float32), np.stack(Ks).astype(np.float32)
 
 
-def source_ply(splat_obj: bpy.types.Object, scratch: Path) -> Path:
-    """The PLY the splats came from; or, when it is gone or the mesh was edited, a fresh export of the mesh."""
+def source_ply(splat_obj: bpy.types.Object, scratch: Path, from_mesh: bool = False) -> Path:
+    """The PLY the splats came from; or a fresh export of the mesh when asked (``from_mesh``), when the
+    file is gone, or when its point count differs from the mesh's."""
     source = splat_obj.data.get(importer.PROP_SOURCE)
-    if source and Path(source).is_file():
+    if not from_mesh and source and Path(source).is_file():
         from . import ply
 
         try:
@@ -295,7 +296,10 @@ def update_status(context: bpy.types.Context, run: RenderRun) -> None:
 
 
 def prepare_render(
-    context: bpy.types.Context, single: bool = False, splat_obj: bpy.types.Object | None = None
+    context: bpy.types.Context,
+    single: bool = False,
+    splat_obj: bpy.types.Object | None = None,
+    from_mesh: bool = False,
 ) -> RenderRun:
     """The render request for the scene camera over the frame range (or the current frame only)."""
     scene = context.scene
@@ -312,7 +316,7 @@ def prepare_render(
     except ValueError as exc:
         raise PreviewError(str(exc)) from exc
     video, png_dir = output_paths(context, splat_obj, single)
-    ply_path = source_ply(splat_obj, Path(tempfile.gettempdir()))
+    ply_path = source_ply(splat_obj, Path(tempfile.gettempdir()), from_mesh)
     params: dict[str, Any] = {
         "ply": str(ply_path),
         "cameras": [{"viewmat": v.tolist(), "K": k.tolist()} for v, k in zip(views, Ks, strict=True)],

@@ -47,6 +47,11 @@ class SHARP_PreviewSettings(bpy.types.PropertyGroup):
     num_repeats: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Repeats", description="How many times the motion repeats over the frame range", min=1, max=100, default=1
     )
+    from_mesh: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Render Edited Mesh",
+        description="Render the splat mesh as it is now (exported first) rather than the PLY it was imported from",
+        default=False,
+    )
     use_copy: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Animate a Copy",
         description="Animate a copy of the photo's camera (the original keeps matching the photo)",
@@ -99,7 +104,7 @@ class _RenderOperator:
             self.report({"ERROR"}, "a SHARP job is already running: wait for it or cancel it")
             return {"CANCELLED"}
         try:
-            run = preview.prepare_render(context, self.single)
+            run = preview.prepare_render(context, self.single, from_mesh=context.scene.sharp_preview.from_mesh)
             if bpy.app.background:
                 run.run_blocking(context)
                 return self._finish(context, run)
@@ -177,6 +182,7 @@ def draw_preview(layout: bpy.types.UILayout, context: bpy.types.Context) -> None
     col.prop(settings, "use_copy")
     col.operator(SHARP_OT_add_camera_path.bl_idname, icon="CON_FOLLOWPATH")
     busy = jobs.ACTIVE is not None and not jobs.ACTIVE.finished
+    col.prop(settings, "from_mesh")
     row = col.row(align=True)
     row.enabled = not busy
     row.operator(SHARP_OT_render_preview.bl_idname, icon="RENDER_ANIMATION")

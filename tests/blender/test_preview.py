@@ -137,6 +137,18 @@ def test_camera_path_then_preview(
     mse = float(np.mean((png - image) ** 2))
     assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 40.0
 
+    # Moving every point far sideways in the mesh: the preview shows it only with "Render Edited Mesh".
+    positions = np.empty(len(splat.data.vertices) * 3, np.float32)
+    splat.data.attributes["position"].data.foreach_get("vector", positions)
+    positions[0::3] += 100.0
+    splat.data.attributes["position"].data.foreach_set("vector", positions)
+    splat.data.update()
+    for from_mesh, bright in ((False, True), (True, False)):
+        scene.sharp_preview.from_mesh = from_mesh
+        assert bpy.ops.sharp.render_preview_frame() == {"FINISHED"}
+        png = np.asarray(Image.open(bpy.data.images[sharp.preview.PREVIEW_IMAGE].filepath).convert("RGB"))
+        assert (png.mean() > 50) == bright
+
 
 def test_errors_are_reported_without_a_splat(sharp: ModuleType, clean_scene: bpy.types.Scene) -> None:
     with pytest.raises(RuntimeError, match="import or generate one"):
