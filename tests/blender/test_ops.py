@@ -212,5 +212,8 @@ def test_predict_with_the_real_sidecar_on_cpu(
     cam = bpy.data.objects[f"{photo.stem} Camera"]
     assert (clean_scene.render.resolution_x, clean_scene.render.resolution_y) == (640, 480)
     assert cam.data.shift_x == pytest.approx(0, abs=1e-9) and cam.data.shift_y == pytest.approx(0, abs=1e-9)
-    depth = -np.array([(obj.matrix_world @ v.co).y for v in obj.data.vertices[:1000]])
-    assert np.isfinite(depth).all()
+    # The camera reproduces the PLY's intrinsics (SHARP: f_px from EXIF or 30 mm, principal point centred).
+    data = ply.read_gaussians(obj.data[sharp.importer.PROP_SOURCE])
+    assert data.camera is not None and data.camera.image_size == (640, 480)
+    np.testing.assert_allclose(sharp.camera.intrinsics(cam, clean_scene), data.camera.K, rtol=1e-6)
+    assert np.isfinite(data.means).all()

@@ -169,3 +169,12 @@ def test_blenders_python_variables_do_not_reach_the_sidecar(monkeypatch: pytest.
         assert client.wait_ready(10) == {"pp": None, "extra": "/x.pt"}
     finally:
         client.shutdown(timeout=1)
+
+
+def test_a_sidecar_without_ready_line_still_answers(photo: Path, tmp_path: Path) -> None:
+    client = fake("--no-ready")
+    try:
+        assert client.status(timeout=10)["version"] == "0.0-fake"
+        assert client.wait_ready(1) == {}  # any answer proves the process is up
+    finally:
+        client.shutdown()
