@@ -23,7 +23,8 @@ class SHARP_OT_predict(bpy.types.Operator):
 
     bl_idname = "sharp.predict"
     bl_label = "Generate from Photo"
-    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012
+    # No REGISTER: a redo panel would re-run the whole prediction on every tweak.
+    bl_options = {"UNDO"}  # noqa: RUF012
 
     filepath: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Photo", description="Photo file, or a folder of photos", subtype="FILE_PATH", default=""
