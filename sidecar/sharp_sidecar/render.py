@@ -218,6 +218,8 @@ def render_batches(
         intr = intr.expand(len(views), 3, 3)
     if len(intr) != len(views):
         raise ValueError(f"{len(views)} view matrices but {len(intr)} intrinsics")
+    if not isinstance(rasterizer, GsplatRasterizer):
+        batch = 1  # the fallback draws one camera at a time anyway: cancel after every (slow) frame
     for start in range(0, len(views), batch):
         if _cancelled(cancel):
             raise Cancelled(f"render cancelled after {start} of {len(views)} frames")
