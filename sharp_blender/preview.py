@@ -326,9 +326,9 @@ def prepare_render(
         "fps": scene.render.fps / scene.render.fps_base,
         "device": prefs.get(context).device,
     }
-    if single:
+    if single:  # one PNG, no video
         params["png_dir"] = str(png_dir)
-        params["depth_output"] = False
+        del params["output"]
     return RenderRun(params, len(frames), single)
 
 

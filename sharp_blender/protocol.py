@@ -27,8 +27,9 @@ Requests (client -> sidecar)
                   decoders, composer, unprojection, ply.
     ``render``    params ``ply`` (path, or omitted for the last prediction), ``cameras`` (list of
                   ``{"viewmat": 4x4 world-to-camera OpenCV, "K": 3x3}``), ``width``, ``height``,
-                  ``output`` (video path), optional ``depth_output`` (path; omitted =
-                  ``<output stem>.depth.mp4``; false = none), ``png_dir``, ``fps`` (30), ``device``,
+                  ``output`` (video path; may be omitted with ``png_dir``), optional
+                  ``depth_output`` (path; omitted = ``<output stem>.depth.mp4``; false = none),
+                  ``png_dir``, ``fps`` (30), ``device``,
                   ``backend`` (auto|gsplat|torch), ``batch``; without ``cameras``: ``trajectory``
                   (rotate_forward|rotate|swipe|shake) and ``frames`` (60) of the reference path.
                   result ``video``, ``depth_video``, ``png_dir`` (those written), ``frames``,

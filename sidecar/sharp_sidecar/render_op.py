@@ -9,7 +9,7 @@ Params:
                       omitted = the reference path of ``trajectory`` (default rotate_forward) with
                       ``frames`` frames (default 60).
     ``width``, ``height``  frame size in pixels (required with ``cameras``; else the reference size).
-    ``output``        the colour MP4 path.
+    ``output``        the colour MP4 path (may be omitted when ``png_dir`` is given).
     ``depth_output``  the depth MP4 path; omitted = ``<output stem>.depth.mp4``; false or "" = none.
     ``png_dir``       a folder for a PNG per frame (optional); ``fps`` (default 30); ``device``
                       (auto|cuda|mps|cpu); ``backend`` (auto|gsplat|torch); ``batch`` cameras per call.
@@ -129,19 +129,21 @@ def _remember(key: str, scene: render_scene.RenderScene, source: Any = None) -> 
 def render_op(ctx: Any) -> dict[str, Any]:
     """``render``: see the module docstring. ``ctx`` is the server's JobContext."""
     params = ctx.params
-    output = params.get("output")
-    if not isinstance(output, str) or not output:
-        raise BadRequestError("'output' is required: the path of the MP4 to write")
+    output = params.get("output") or None
+    png_dir = params.get("png_dir") or None
+    if not (output is None or isinstance(output, str)) or not (png_dir is None or isinstance(png_dir, str)):
+        raise BadRequestError("'output' and 'png_dir' must be paths")
+    if output is None and png_dir is None:
+        raise BadRequestError("'output' is required: the path of the MP4 to write (or give 'png_dir' for PNGs only)")
     depth_param = params.get("depth_output")
     if depth_param is None:
-        depth_output: Path | None = Path(output).with_suffix(".depth.mp4")
+        depth_output: Path | None = Path(output).with_suffix(".depth.mp4") if output else None
     elif depth_param is False or depth_param == "":
         depth_output = None
     elif isinstance(depth_param, str):
         depth_output = Path(depth_param)
     else:
         raise BadRequestError("'depth_output' must be a path, false or omitted")
-    png_dir = params.get("png_dir") or None
     fps = params.get("fps", 30)
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 240:
         raise BadRequestError(f"'fps' must be a number in (0, 240], got {fps!r}")
@@ -174,7 +176,10 @@ def render_op(ctx: Any) -> dict[str, Any]:
         rasterizer = render.make_rasterizer(scene, backend, ctx.progress)
         _cache["rasterizers"][backend] = rasterizer
     outputs = render.RenderOutputs(
-        video=Path(output), depth_video=depth_output, png_dir=Path(png_dir) if png_dir else None, fps=float(fps)
+        video=Path(output) if output else None,
+        depth_video=depth_output,
+        png_dir=Path(png_dir) if png_dir else None,
+        fps=float(fps),
     )
     result = render.render_video(
         rasterizer, viewmats, Ks, width, height, outputs, ctx.progress, ctx.cancelled, batch=batch

@@ -64,6 +64,15 @@ def test_reference_path_of_the_last_ply_without_depth(tmp_path: Path, scene_ply:
     assert len(list((tmp_path / "png").glob("*.png"))) == 4
 
 
+def test_png_only(tmp_path: Path, scene_ply: Path) -> None:
+    cams = [{"viewmat": np.eye(4).tolist(), "K": [[80.0, 0, 45], [0, 80.0, 30], [0, 0, 1]]}]
+    result, _ = run_op(
+        {"ply": str(scene_ply), "cameras": cams, "width": 90, "height": 60, "png_dir": str(tmp_path / "p")}
+    )
+    assert result["png_dir"] == str(tmp_path / "p") and "video" not in result and "depth_video" not in result
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["frame_0001.png"]
+
+
 def test_in_memory_prediction_is_used_without_a_ply(tmp_path: Path) -> None:
     # A kept prediction: (1, N, ...) tensors, linear colours; no PLY exists anywhere.
     n = 400
