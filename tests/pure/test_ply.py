@@ -91,3 +91,13 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         ply.write_ply(tmp_path / "x.ply", bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "p.ply"
+    ply.write_ply(path, ply.structured(_sharp_columns(4)))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
