@@ -12,10 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which would race with other threads.
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -35,7 +39,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     try:
         yield tmp
         # mkstemp creates 0600; give the file the permissions a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
