@@ -143,4 +143,6 @@ class VisionTransformer(nn.Module):
     def to_feature_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """Drop the class token and reshape row-major: (n, 1 + grid², dim) -> (n, dim, grid, grid)."""
         n, _, dim = tokens.shape
-        return tokens[:, 1:].reshape(n, self.grid, self.grid, dim).permute(0, 3, 1, 2)
+        # Contiguous (as timm's forward_intermediates): a permuted, channels-last map would send the Gaussian
+        # heads' GroupNorms to torch's channels-last CPU kernel, ~15x less accurate in float32.
+        return tokens[:, 1:].reshape(n, self.grid, self.grid, dim).permute(0, 3, 1, 2).contiguous()
