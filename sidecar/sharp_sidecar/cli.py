@@ -59,6 +59,19 @@ def device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-eager", "fp16", "fp16-eager")  # precision.CHOICES (no torch here)
+
+
+def precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="numerics: auto = the bf16 fast path on CUDA (compiled once per process), fp32 elsewhere; "
+        "fp32 = the exact reference path (default: auto, or $SHARP_PRECISION)",
+    )
+
+
 def add_predict(subparsers: Subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
@@ -78,6 +91,7 @@ def add_predict(subparsers: Subparsers) -> None:
         help="checkpoint file (default: $SHARP_CHECKPOINT, else torch hub's cache, downloaded on first use)",
     )
     device_option(p)
+    precision_option(p)
     focal = p.add_mutually_exclusive_group()
     focal.add_argument(
         "--focal-mm", type=positive_float, default=None, help="35 mm-equivalent focal length, overriding EXIF"
@@ -97,12 +111,14 @@ def add_serve(subparsers: Subparsers) -> None:
             "stdout, logs go to stderr (protocol: sharp_sidecar.protocol). Opens no network port."
         ),
     )
+    precision_option(p)
     p.set_defaults(handler=lazy(".server:run"))
 
 
+from .bench_cli import add_bench  # noqa: E402  (argparse only; imports no torch)
 from .render_cli import add_render  # noqa: E402  (argparse only; imports no torch)
 
-COMMANDS: list[Callable[[Subparsers], None]] = [add_predict, add_render, add_serve]
+COMMANDS: list[Callable[[Subparsers], None]] = [add_predict, add_render, add_serve, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,7 +61,7 @@ class ModelCache:
         self.drop()  # never hold two 2.6 GB models at once
         ctx.check_cancelled("load_model")
         ctx.progress("load_model", None, f"loading {path.name} on {target}")
-        self.loaded = load_model(path, str(target))
+        self.loaded = load_model(path, str(target), progress=ctx.progress)
         self._key = key
         return self.loaded, True
 

@@ -155,7 +155,8 @@ def predict(
 
     with _oom_as_error(device), inference_mode(precision, device):
         stage("resize")
-        image, disparity_factor = preprocess(rgb, f_px, model.config.resolution, device, precision.dtype)
+        # The photo stays float32 (the initializer's colours); the network casts to its own dtype.
+        image, disparity_factor = preprocess(rgb, f_px, model.config.resolution, device)
         done("resize")
         stage("encoder")
         encodings = model.encode(image, observe)
@@ -172,7 +173,8 @@ def predict(
                 observe(f"ndc_{name}", getattr(ndc, name))
         done("composer")
         stage("unprojection")
-        metric = unproject(ndc, f_px, (width, height))
+        method = "compiled" if precision.compile and device.type == "cuda" else "closed_form"
+        metric = unproject(ndc, f_px, (width, height), method)
         done("unprojection")
     if progress is not None:
         progress("done", 1.0, f"{sum(timings.values()):.1f} s")

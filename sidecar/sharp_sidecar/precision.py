@@ -1,14 +1,26 @@
 """Numerical precision of inference, decided in one place: parameter dtype, TF32 and autocast.
 
-This version has one policy, ``fp32``: float32 everywhere with TF32 off, so CUDA results match the CPU
-reference to ~1e-5 (the reference's own CUDA default lets cuDNN use TF32, which costs ~1e-3). A faster
-policy (bf16 autocast) is meant to be added here as another entry of :data:`POLICIES`.
+Policies (:data:`POLICIES`):
+
+- ``fp32``: float32 everywhere with TF32 off, so CUDA results match the CPU reference to ~1e-5 (the
+  reference's own CUDA default lets cuDNN use TF32, which costs ~1e-3).
+- ``bf16``: the fast path, default on CUDA. The ViTs and both decoders hold bfloat16 weights and run in
+  bfloat16 (flash attention through SDPA, channels_last convolutions, torch.compile'd blocks); depth
+  inversion, the initializer's normalisation, the composer and the unprojection stay float32 (float64 for
+  the covariance decomposition), as the spec's delicate points need.
+- ``bf16-eager``: ``bf16`` without torch.compile (no compile wait; for machines without a working Triton).
+- ``fp16``, ``fp16-eager``: as ``bf16`` in float16 (3 more mantissa bits; an activation above 65504 overflows).
+
+The network's dtype is carried by its parameters (weights are loaded straight in it); the model code casts
+at the float32 islands, so the same code runs every policy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -17,7 +29,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-PrecisionName = Literal["fp32"]
+PrecisionName = Literal["auto", "fp32", "bf16", "bf16-eager", "fp16", "fp16-eager"]
 
 
 @dataclass(frozen=True)
@@ -29,31 +41,70 @@ class Precision:
         dtype: parameter and activation dtype.
         allow_tf32: let CUDA matmuls and cuDNN convolutions use TF32.
         autocast_dtype: dtype for torch.autocast, or None for no autocast.
+        channels_last: store convolution weights (hence activations) NHWC, the tensor cores' layout.
+        compile: torch.compile the ViT blocks, decoders and heads (CUDA only; compiled once per process).
+        cudnn_benchmark: let cuDNN time its algorithms on the first call of each shape (seconds, once).
     """
 
     name: str
     dtype: torch.dtype = torch.float32
     allow_tf32: bool = False
     autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = False
 
 
-POLICIES: dict[str, Precision] = {"fp32": Precision("fp32")}
+def _fast(name: str, dtype: torch.dtype, compile: bool) -> Precision:
+    return Precision(name, dtype, allow_tf32=True, channels_last=True, compile=compile, cudnn_benchmark=True)
+
+
+POLICIES: dict[str, Precision] = {
+    "fp32": Precision("fp32"),
+    "bf16": _fast("bf16", torch.bfloat16, compile=True),
+    "bf16-eager": _fast("bf16-eager", torch.bfloat16, compile=False),
+    "fp16": _fast("fp16", torch.float16, compile=True),
+    "fp16-eager": _fast("fp16-eager", torch.float16, compile=False),
+}
 DEFAULT = POLICIES["fp32"]
+FAST = POLICIES["bf16"]
+CHOICES = ("auto", *POLICIES)
+ENV_VAR = "SHARP_PRECISION"  # overrides "auto" (e.g. for `sharp serve` started by the add-on)
 
 
 def get_precision(name: str) -> Precision:
     try:
         return POLICIES[name]
     except KeyError:
-        raise ValueError(f"unknown precision {name!r}; known: {', '.join(POLICIES)}") from None
+        raise ValueError(f"unknown precision {name!r}; known: {', '.join(CHOICES)}") from None
+
+
+def resolve_precision(name: str | None, device: torch.device) -> Precision:
+    """``auto`` (or None) -> $SHARP_PRECISION if set, else ``bf16`` on a CUDA GPU with bfloat16, else ``fp32``.
+
+    A named policy is taken as asked, except that torch.compile is dropped off CUDA (the CPU gains little
+    from it and pays minutes of compile).
+    """
+    name = name or "auto"
+    if name == "auto":
+        name = os.environ.get(ENV_VAR, "").strip() or "auto"
+    if name == "auto":
+        fast = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+        return FAST if fast else DEFAULT
+    precision = get_precision(name)
+    if precision.compile and device.type != "cuda":
+        precision = dataclasses.replace(precision, compile=False)
+    return precision
 
 
 @contextlib.contextmanager
 def inference_mode(precision: Precision, device: torch.device) -> Iterator[None]:
-    """No autograd, the policy's TF32 flags (restored afterwards) and autocast if the policy asks for it."""
+    """No autograd, the policy's TF32 / cuDNN flags (restored afterwards) and autocast if the policy asks for it."""
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    benchmark = torch.backends.cudnn.benchmark
     torch.backends.cuda.matmul.allow_tf32 = precision.allow_tf32
     torch.backends.cudnn.allow_tf32 = precision.allow_tf32
+    torch.backends.cudnn.benchmark = precision.cudnn_benchmark
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.no_grad())
@@ -62,3 +113,4 @@ def inference_mode(precision: Precision, device: torch.device) -> Iterator[None]
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        torch.backends.cudnn.benchmark = benchmark

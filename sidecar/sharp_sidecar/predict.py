@@ -39,6 +39,7 @@ class LoadedModel:
     checkpoint: Path
     preset: str
     load_s: float
+    precision: Any = None  # precision.Precision; None = fp32
 
 
 @dataclass
@@ -67,26 +68,36 @@ class FileResult:
 
 
 def load_model(
-    checkpoint: str | os.PathLike[str] | None, device: str = "auto", download: ProgressCallback | None = None
+    checkpoint: str | os.PathLike[str] | None,
+    device: str = "auto",
+    download: ProgressCallback | None = None,
+    precision: str = "auto",
+    progress: StageProgress | None = None,
 ) -> LoadedModel:
     """Resolve the checkpoint (downloading it on first use), read it and build the predictor on ``device``.
+
+    ``precision`` names a policy of :mod:`precision` ("auto": the bf16 fast path on CUDA, else fp32); the
+    weights are loaded straight in its dtype, and its kernels are compiled here (``compile`` stage).
 
     Raises:
         CheckpointError: no file, a failed download, or a file that is not a SHARP checkpoint.
         DeviceError: the device is not available.
     """
-    from .model import predictor_from_state_dict
+    from . import fastpath
     from .pipeline import resolve_device
+    from .precision import resolve_precision
 
     target = resolve_device(device)
+    policy = resolve_precision(precision, target)
     path = resolve_checkpoint(checkpoint, progress=download)
     start = time.perf_counter()
     state_dict = load_state_dict_file(path)
-    model = predictor_from_state_dict(state_dict, device=target, source=str(path))
+    model = fastpath.load_predictor(state_dict, target, policy, source=str(path))
     del state_dict
+    fastpath.prepare(model, policy, progress)
     elapsed = time.perf_counter() - start
-    logger.info("model from %s on %s in %.1f s", path, target, elapsed)
-    return LoadedModel(model, target, path, model.config.name, elapsed)
+    logger.info("model from %s on %s (%s) in %.1f s", path, target, policy.name, elapsed)
+    return LoadedModel(model, target, path, model.config.name, elapsed, policy)
 
 
 def predict_file(
@@ -116,6 +127,7 @@ def predict_file(
     """
     from .errors import Cancelled
     from .pipeline import predict, save_prediction
+    from .precision import DEFAULT
 
     def check(stage: str) -> None:
         if cancelled is not None and cancelled():
@@ -128,7 +140,8 @@ def predict_file(
     read_s = time.perf_counter() - start
     # The network stages take almost all the time; leave the first and last 2 % to reading and writing.
     scaled = None if progress is None else _scaled(progress, 0.02, 0.96)
-    prediction = predict(loaded.model, photo.rgb, photo.f_px, progress=scaled, cancelled=cancelled)
+    precision = loaded.precision or DEFAULT
+    prediction = predict(loaded.model, photo.rgb, photo.f_px, precision=precision, progress=scaled, cancelled=cancelled)
     check("ply")
     if progress is not None:
         progress("ply", 0.98, Path(output).name)
@@ -244,13 +257,16 @@ def run(args: argparse.Namespace) -> int:
     jobs = list(pairs)
     download, close_bar = _download_bar()
     try:
-        loaded = load_model(args.checkpoint, args.device, download=download)
+        loaded = load_model(args.checkpoint, args.device, download=download, precision=args.precision)
     except SharpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         close_bar()
-    print(f"model: {loaded.preset} preset from {loaded.checkpoint} on {loaded.device} ({loaded.load_s:.1f} s)")
+    print(
+        f"model: {loaded.preset} preset from {loaded.checkpoint} on {loaded.device}, "
+        f"{loaded.precision.name} ({loaded.load_s:.1f} s)"
+    )
     failed: list[tuple[Path, str]] = []
     started = time.perf_counter()
     for number, (image, output) in enumerate(jobs, 1):

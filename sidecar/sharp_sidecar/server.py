@@ -234,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
     """The ``sharp serve`` command."""
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger().setLevel(logging.INFO)  # the add-on quotes the log tail when something fails
+    if getattr(args, "precision", "auto") != "auto":
+        os.environ["SHARP_PRECISION"] = args.precision  # read by precision.resolve_precision at model load
     output = _protocol_stdout()
     server = Server(sys.stdin.buffer, output)
     logger.info("sharp serve %s ready (pid %d)", __version__, os.getpid())

@@ -57,7 +57,9 @@ class MonodepthWithEncodingAdaptor(nn.Module):
     def encode(self, image: torch.Tensor, observe: Observer | None = None) -> list[torch.Tensor]:
         """(B, 3, R, R) image in [0, 1] -> SPN outputs [e0, …, e4]."""
         p = self.monodepth_predictor
-        encodings = p.encoder(p.normalize(image), observe)
+        # Normalise in the photo's float32, then cast to the network's dtype (bf16 on the fast path).
+        dtype = p.encoder.patch_encoder.cls_token.dtype
+        encodings = p.encoder(p.normalize(image).to(dtype), observe)
         if observe is not None:
             for k, e in enumerate(encodings):
                 observe(f"e{k}", e)

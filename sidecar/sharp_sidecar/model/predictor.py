@@ -70,12 +70,13 @@ class RGBGaussianPredictor(nn.Module):
             encodings: output of :meth:`encode` (the list is emptied to free memory early).
             disparity_factor: (B,) f_px / original width.
         """
-        disparity = self.monodepth_model.disparity(encodings, observe)
-        depth = self.depth_alignment(disparity_to_depth(disparity, disparity_factor))
+        # Depth inversion, the initializer and the composer run in float32 whatever the network's dtype.
+        disparity = self.monodepth_model.disparity(encodings, observe).float()
+        depth = self.depth_alignment(disparity_to_depth(disparity, disparity_factor.float()))
         del disparity
         if observe is not None:
             observe("depth", depth)
-        base = self.init_model(image, depth)
+        base = self.init_model(image.float(), depth)
         del depth
         if observe is not None:
             for name in ("mean_x_ndc", "mean_y_ndc", "mean_inverse_z_ndc", "scales", "colors", "quaternions"):
@@ -83,9 +84,10 @@ class RGBGaussianPredictor(nn.Module):
             observe("base_opacities", base.opacities)
             observe("global_scale", base.global_scale)
             observe("feature_input", base.feature_input)
-        texture, geometry = self.feature_model(encodings, base.feature_input, observe)
+        net_dtype = encodings[0].dtype
+        texture, geometry = self.feature_model(encodings, base.feature_input.to(net_dtype), observe)
         encodings.clear()
-        delta = self.prediction_head(texture, geometry)
+        delta = self.prediction_head(texture, geometry).float()
         if observe is not None:
             observe("delta", delta)
         return Decoded(base, delta)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `sharp bench` on the GPU machine: FP32 beside the fast paths, plus kernel profiles.
+# Usage (device machine, repo root): OUT=/some/dir PRECISIONS=fp32,bf16-eager,bf16 scripts/gpu_bench.sh
+# gsplat (for the render PSNR) is installed from .whl/ when present and pre-compiled in the background.
+set -o pipefail
+OUT=${OUT:-bench-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=12
+export PYTHONPATH=$PWD/sidecar
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
+  (python3 -c "from gsplat.cuda._backend import _C; print('gsplat', _C is not None)" >"$OUT/gsplat_build.log" 2>&1 &)
+fi
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+python3 -m sharp_sidecar bench --precisions "${PRECISIONS:-fp32,bf16-eager,bf16}" --runs "${RUNS:-5}" \
+  --json "$OUT/bench.json" --profile "$OUT" ${BENCH_ARGS:-} -v 2>&1 | tee "$OUT/bench.log"

@@ -1,0 +1,415 @@
+"""`sharp bench`: the FP32 path and the fast path side by side, per stage, on one photo.
+
+For each precision policy (fp32 first: it is the reference of the error figures) the model is loaded from a
+checkpoint file (timed: checkpoint -> weights on the device), prepared (compile + warm-up, timed separately),
+then one photo runs ``runs`` times after ``warmup`` untimed runs: decode, resize, encoder, decoders, composer,
+unprojection, PLY write; the network forward alone is timed again with CUDA events. Each figure is a median.
+Peak device memory is counted from before the load. The fast paths' Gaussians are compared with FP32's
+(relative L2 of means, covariances, colours, opacities) and both are rendered along the default trajectory
+(gsplat, or the torch fallback) for a per-frame PSNR.
+
+Without ``-c`` the weights follow the reference rule (``make_weights.py``: per key, a crc32-seeded normal
+draw scaled by the key's kind) and are written to a temporary checkpoint first, so the load is timed from a
+real file. ``--smoke`` is a seconds-long CPU run of the tiny preset, for CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import statistics
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import fastpath, imageio
+from .checkpoint import load_state_dict_file
+from .gaussians import Gaussians, covariances
+from .model import create_predictor
+from .model.checkpoint import is_tolerated
+from .pipeline import predict, preprocess, resolve_device, save_prediction
+from .precision import Precision, get_precision, inference_mode
+
+logger = logging.getLogger(__name__)
+
+PHOTO_STAGES = ("decode", "resize", "encoder", "decoders", "composer", "unprojection", "ply")
+GIB = 1024**3
+
+
+def reference_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """One tensor of the reference test weights (the rule of ../shared/reference/make_weights.py)."""
+    generator = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+    n = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if key.endswith(("cls_token", "pos_embed")):
+        return n * 0.02
+    if key.endswith(".gamma"):
+        return (1.0 + 0.1 * n) * 0.1
+    if key.endswith(".bias"):
+        return n * 0.02
+    if len(shape) == 1 and key.endswith(".weight"):
+        return 1.0 + 0.1 * n
+    if len(shape) >= 2:
+        return n * (1.0 / math.sqrt(math.prod(shape) // shape[0]))
+    return n
+
+
+def reference_state_dict(preset: str = "default") -> dict[str, torch.Tensor]:
+    """The reference weights for a preset, without the tensors inference never reads (heads, alignment)."""
+    with torch.device("meta"):
+        model = create_predictor(preset, device="meta")
+    return {
+        key: reference_tensor(key, tuple(t.shape)) for key, t in model.state_dict().items() if not is_tolerated(key)
+    }
+
+
+def synthetic_photo(path: Path, width: int, height: int) -> Path:
+    """A JPEG with smooth gradients, discs and fine noise (some texture for the render comparison)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([x / width, y / height, 0.5 + 0.5 * np.sin(x / 37.0) * np.cos(y / 23.0)], -1)
+    for _ in range(12):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.03, 0.2) * width
+        rgb[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 1, 3)
+    rgb += rng.normal(0, 0.03, rgb.shape).astype(np.float32)
+    Image.fromarray((rgb.clip(0, 1) * 255).astype(np.uint8)).save(path, quality=92)
+    return path
+
+
+class Timer:
+    """Wall time of finished device work: synchronises before reading the clock."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        self.sync()
+        start = time.perf_counter()
+        out = fn()
+        self.sync()
+        return time.perf_counter() - start, out
+
+
+@dataclass
+class PathResult:
+    """Everything measured for one precision policy (seconds, bytes)."""
+
+    precision: str
+    load_s: float = 0.0
+    prepare_s: float = 0.0
+    first_call_s: float = 0.0
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    forward: list[float] = field(default_factory=list)
+    photo_to_gaussians: list[float] = field(default_factory=list)
+    photo_to_ply: list[float] = field(default_factory=list)
+    peak_bytes: int = 0
+    peak_forward_bytes: int = 0
+    weights_bytes: int = 0
+    gaussians: Gaussians | None = None
+    image_size: tuple[int, int] = (0, 0)
+    f_px: float = 0.0
+
+    def medians(self) -> dict[str, Any]:
+        med = statistics.median
+        out: dict[str, Any] = {f"stage_{k}_s": med(v) for k, v in self.stages.items() if v}
+        for name in ("forward", "photo_to_gaussians", "photo_to_ply"):
+            values = getattr(self, name)
+            if values:
+                out[f"{name}_s"] = med(values)
+                out[f"{name}_runs_s"] = values
+        out.update(
+            load_s=self.load_s,
+            prepare_s=self.prepare_s,
+            first_call_s=self.first_call_s,
+            peak_gib=self.peak_bytes / GIB,
+            peak_forward_gib=self.peak_forward_bytes / GIB,
+            weights_gib=self.weights_bytes / GIB,
+        )
+        return out
+
+
+def _reset_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> int:
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0
+
+
+def time_forward(model: Any, precision: Precision, image: torch.Tensor, factor: torch.Tensor, runs: int) -> list[float]:
+    """The network alone (photo already resized on the device): CUDA events, one pair per run."""
+    device = image.device
+    times = []
+    with inference_mode(precision, device):
+        for _ in range(runs):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(image, factor)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1000.0)
+            else:
+                begin = time.perf_counter()
+                model(image, factor)
+                times.append(time.perf_counter() - begin)
+    return times
+
+
+def profile_forward(model: Any, precision: Precision, image: torch.Tensor, factor: torch.Tensor, path: Path) -> None:
+    """torch.profiler over one forward: the kernels by total CUDA time, written to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with inference_mode(precision, image.device), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        model(image, factor)
+        torch.cuda.synchronize(image.device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
+
+
+def run_path(
+    checkpoint: Path,
+    photo_path: Path,
+    precision: Precision,
+    device: torch.device,
+    runs: int,
+    warmup: int,
+    out_dir: Path,
+    profile_dir: Path | None = None,
+) -> PathResult:
+    """Load, prepare and time one precision policy; keeps its last Gaussians (on the CPU) for comparison."""
+    result = PathResult(precision.name)
+    timer = Timer(device)
+    _reset_memory(device)
+
+    def load() -> Any:
+        state_dict = load_state_dict_file(checkpoint)
+        return fastpath.load_predictor(state_dict, device, precision, source=str(checkpoint))
+
+    result.load_s, model = timer(load)
+    result.weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    result.prepare_s = fastpath.prepare(model, precision)
+    ply_path = out_dir / f"bench-{precision.name}.ply"
+
+    def photo_to_ply() -> tuple[dict[str, float], Any]:
+        begin = time.perf_counter()
+        photo = imageio.load_rgb(photo_path)
+        decode_s = time.perf_counter() - begin
+        prediction = predict(model, photo.rgb, photo.f_px, precision=precision)
+        to_gaussians = time.perf_counter() - begin
+        save_prediction(prediction, ply_path)
+        stages = {"decode": decode_s, **prediction.timings, "photo_to_gaussians": to_gaussians}
+        return stages, prediction
+
+    for i in range(warmup + runs):
+        if device.type == "cuda" and i == warmup:
+            torch.cuda.reset_peak_memory_stats(device)
+        total, (stages, prediction) = timer(photo_to_ply)
+        if i == 0:
+            result.first_call_s = total
+        if i < warmup:
+            continue
+        for name in PHOTO_STAGES:
+            result.stages.setdefault(name, []).append(stages.get(name, 0.0))
+        result.photo_to_gaussians.append(stages["photo_to_gaussians"])
+        result.photo_to_ply.append(total)
+    result.peak_forward_bytes = _peak(device) if runs else 0
+    photo = imageio.load_rgb(photo_path)
+    image, factor = preprocess(photo.rgb, photo.f_px, model.config.resolution, device)
+    result.forward = time_forward(model, precision, image, factor, runs)
+    if profile_dir is not None and device.type == "cuda":
+        profile_forward(model, precision, image, factor, profile_dir / f"profile-{precision.name}.txt")
+    result.peak_bytes = max(_peak(device), result.peak_forward_bytes)
+    result.gaussians = prediction.gaussians.to("cpu")
+    result.image_size, result.f_px = prediction.image_size, prediction.f_px
+    del prediction, image
+    model = None  # frees the weights before the next path loads
+    _reset_memory(device)
+    return result
+
+
+def relative_errors(fast: Gaussians, ref: Gaussians) -> dict[str, float]:
+    """‖fast − ref‖ / ‖ref‖ per attribute (covariances in float64 from scales and rotations)."""
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        a, b = a.double(), b.double()
+        return float((a - b).norm() / b.norm().clamp(min=1e-300))
+
+    cov_fast = covariances(Gaussians(*(t.double() for t in fast._fields())))
+    cov_ref = covariances(Gaussians(*(t.double() for t in ref._fields())))
+    return {
+        "means": rel(fast.means, ref.means),
+        "covariances": rel(cov_fast, cov_ref),
+        "colors": rel(fast.colors, ref.colors),
+        "opacities": rel(fast.opacities, ref.opacities),
+    }
+
+
+def render_psnr(
+    fast: PathResult, ref: PathResult, device: torch.device, backend: str, frames: int | None
+) -> dict[str, Any]:
+    """Both scenes along the default trajectory (computed from the FP32 scene); PSNR of each sRGB frame."""
+    from . import render
+    from .render_scene import scene_from_gaussians, scene_trajectory
+
+    assert fast.gaussians is not None and ref.gaussians is not None
+    scenes = [scene_from_gaussians(g, ref.image_size, ref.f_px, device) for g in (ref.gaussians, fast.gaussians)]
+    traj = scene_trajectory(scenes[0])
+    viewmats = traj.viewmats if frames is None else traj.viewmats[:: max(1, len(traj.viewmats) // frames)]
+    start = time.perf_counter()
+    images = []
+    for scene in scenes:
+        rasterizer = render.make_rasterizer(scene, backend if device.type == "cuda" else "torch")
+        colour, _ = render.render_images(rasterizer, viewmats, traj.K, traj.width, traj.height)
+        images.append(colour.astype(np.float64))
+    mse = ((images[0] - images[1]) ** 2).reshape(len(viewmats), -1).mean(axis=1)
+    psnr = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
+    return {
+        "backend": rasterizer.name,
+        "frames": len(viewmats),
+        "size": [traj.width, traj.height],
+        "psnr_min_db": float(psnr.min()),
+        "psnr_mean_db": float(psnr.mean()),
+        "psnr_per_frame_db": [round(float(v), 2) for v in psnr],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A fixed-width table: one row per measure, one column per precision (times in ms, medians)."""
+    paths = report["paths"]
+    names = list(paths)
+    rows: list[tuple[str, list[str]]] = []
+    for stage in PHOTO_STAGES:
+        rows.append((f"  {stage}", [_ms(paths[n].get(f"stage_{stage}_s")) for n in names]))
+    rows += [
+        ("forward (events)", [_ms(paths[n].get("forward_s")) for n in names]),
+        ("photo -> Gaussians", [_ms(paths[n].get("photo_to_gaussians_s")) for n in names]),
+        ("photo -> PLY", [_ms(paths[n].get("photo_to_ply_s")) for n in names]),
+        ("checkpoint -> device", [_ms(paths[n]["load_s"]) for n in names]),
+        ("compile + warm-up", [_ms(paths[n]["prepare_s"]) for n in names]),
+        ("first photo", [_ms(paths[n]["first_call_s"]) for n in names]),
+        ("peak memory GiB", [f"{paths[n]['peak_gib']:.2f}" for n in names]),
+        ("weights GiB", [f"{paths[n]['weights_gib']:.2f}" for n in names]),
+    ]
+    for key in ("means", "covariances", "colors", "opacities"):
+        rows.append(
+            (f"rel L2 {key}", [f"{paths[n]['errors'][key]:.1e}" if "errors" in paths[n] else "-" for n in names])
+        )
+    rows.append(
+        (
+            "render PSNR min/mean",
+            [
+                f"{paths[n]['render']['psnr_min_db']:.1f}/{paths[n]['render']['psnr_mean_db']:.1f}"
+                if "render" in paths[n]
+                else "-"
+                for n in names
+            ],
+        )
+    )
+    width = max(len(r[0]) for r in rows) + 2
+    col = max(12, *(len(n) + 2 for n in names))
+    lines = [f"{'(ms, median of ' + str(report['runs']) + ')':<{width}}" + "".join(f"{n:>{col}}" for n in names)]
+    lines += [f"{label:<{width}}" + "".join(f"{v:>{col}}" for v in values) for label, values in rows]
+    return "\n".join(lines)
+
+
+def _checkpoint(args: argparse.Namespace, workdir: Path, preset: str) -> tuple[Path, float]:
+    if args.checkpoint:
+        return Path(args.checkpoint).expanduser(), 0.0
+    start = time.perf_counter()
+    path = workdir / f"refweights-{preset}.pt"
+    torch.save(reference_state_dict(preset), path)
+    return path, time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``sharp bench`` command: prints the table (last) and writes the JSON report."""
+    smoke = bool(args.smoke)
+    device = resolve_device("cpu" if smoke and args.device == "auto" else args.device)
+    if device.type != "cuda" and not smoke:
+        print("error: sharp bench needs a CUDA GPU (use --smoke for a tiny CPU run)", file=sys.stderr)
+        return 2
+    preset = "tiny" if smoke else args.preset
+    runs = 1 if smoke else args.runs
+    warmup = 0 if smoke else args.warmup
+    names = [n.strip() for n in args.precisions.split(",") if n.strip()]
+    if not names or names[0] != "fp32":
+        names = ["fp32", *[n for n in names if n != "fp32"]]
+    try:
+        precisions = [get_precision(n) for n in names]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if device.type != "cuda":
+        precisions = [
+            p if not p.compile else get_precision("bf16-eager") if p.name == "bf16" else p for p in precisions
+        ]
+    report: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "preset": preset,
+        "runs": runs,
+        "warmup": warmup,
+        "paths": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="sharp-bench-") as tmp:
+        workdir = Path(tmp)
+        checkpoint, report["weights_generate_s"] = _checkpoint(args, workdir, preset)
+        size = (128, 96) if smoke else args.photo_size  # the CPU fallback renders at the photo's size
+        photo = Path(args.image) if args.image else synthetic_photo(workdir / "photo.jpg", *size)
+        report["photo"] = str(photo)
+        results: list[PathResult] = []
+        for precision in precisions:
+            print(f"running {precision.name} ...", file=sys.stderr, flush=True)
+            profile_dir = Path(args.profile) if args.profile else None
+            try:
+                result = run_path(checkpoint, photo, precision, device, runs, warmup, workdir, profile_dir)
+            except Exception as exc:  # one broken path must not hide the others' figures
+                if not results:
+                    raise
+                logger.exception("the %s path failed", precision.name)
+                report["failed"] = {**report.get("failed", {}), precision.name: f"{type(exc).__name__}: {exc}"}
+                _reset_memory(device)
+                continue
+            results.append(result)
+            entry = result.medians()
+            if results[0] is not result:
+                assert result.gaussians is not None and results[0].gaussians is not None
+                entry["errors"] = relative_errors(result.gaussians, results[0].gaussians)
+                if not args.no_render:
+                    frames = 2 if smoke else args.frames
+                    entry["render"] = render_psnr(result, results[0], device, args.render_backend, frames)
+            report["paths"][precision.name] = entry
+            print(f"  {precision.name}: {json.dumps({k: v for k, v in entry.items() if not k.endswith('runs_s')})}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            if len(results) > 1:
+                result.gaussians = None  # only FP32's are needed again
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    print(format_table(report))
+    return 0
