@@ -46,7 +46,10 @@ def positive_float(text: str) -> float:
 def common_options() -> argparse.ArgumentParser:
     """Options every command takes (as a parent parser)."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    # SUPPRESS: without -v here the top-level value (``sharp -v predict``) is kept, not reset to 0.
+    parent.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv for debug)"
+    )
     return parent
 
 
@@ -127,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="SHARP: one photo -> metric 3D Gaussians (3DGS PLY), previews and a sidecar for Blender.",
     )
     parser.add_argument("--version", action="version", version=f"sharp-sidecar {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(subparsers)

@@ -67,3 +67,12 @@ def test_commands_register_through_small_functions() -> None:
     finally:
         cli.COMMANDS.remove(add_hello)
     assert "hello" not in cli.build_parser().format_help()
+
+
+def test_verbose_before_or_after_the_command() -> None:
+    from sharp_sidecar.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["-v", "serve"]).verbose == 1
+    assert parser.parse_args(["serve", "-vv"]).verbose == 2
+    assert parser.parse_args(["predict", "-i", "x", "-o", "y"]).verbose == 0
