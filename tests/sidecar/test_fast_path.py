@@ -9,13 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from sharp_sidecar import fastpath
 from sharp_sidecar.bench import reference_state_dict, relative_errors
 from sharp_sidecar.model import create_predictor
 from sharp_sidecar.pipeline import predict
 from sharp_sidecar.precision import DEFAULT, get_precision, resolve_precision
+from torch import nn
 
 
 @pytest.fixture(scope="module")
