@@ -169,6 +169,21 @@ def test_premultiplied_alpha_modes() -> None:
     rgba = Image.new("RGBa", (2, 2), (50, 25, 0, 128))  # premultiplied: colour (100, 50, 0) at half coverage
     out = imageio._to_rgb8(rgba, warnings)
     np.testing.assert_allclose(out[0, 0], (50 + 127, 25 + 127, 127), atol=1)
+    la = Image.frombytes("La", (1, 1), bytes([20, 64]))  # grey 80 at quarter coverage
+    np.testing.assert_allclose(imageio._to_rgb8(la, [])[0, 0], (20 + 191,) * 3, atol=1)
+    assert warnings
+
+
+def test_palette_with_alpha() -> None:
+    pa = Image.new("PA", (2, 1))
+    pa.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    pa.putdata([(1, 255), (1, 0)])
+    out = imageio._to_rgb8(pa, [])
+    np.testing.assert_array_equal(out[0], [(200, 100, 50), (255, 255, 255)])
+    rgba_palette = Image.new("P", (2, 1))
+    rgba_palette.putpalette([10, 20, 30, 0, 200, 100, 50, 255], rawmode="RGBA")
+    rgba_palette.putdata([0, 1])
+    np.testing.assert_array_equal(imageio._to_rgb8(rgba_palette, [])[0], [(255, 255, 255), (200, 100, 50)])
 
 
 def test_sixteen_bit_scaled(tmp_path: Path) -> None:

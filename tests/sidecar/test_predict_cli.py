@@ -49,6 +49,7 @@ def test_directory_end_to_end(
     captured = capsys.readouterr()
     assert code == 1, captured  # the broken photo fails the run ...
     assert "broken.png" in captured.err and "3 of 4 written" in captured.out
+    assert captured.out.count("model: tiny preset") == 1  # loaded once for all photos
     # ... but the others are written, mirroring the folders; equal stems in one folder keep their suffix.
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.ply"))
     assert written == ["one/a.ply", "two/A.PNG.ply", "two/a.jpg.ply"]
