@@ -247,7 +247,8 @@ class SplatData:
 REQUIRED_GAUSSIAN_PROPERTIES = SHARP_VERTEX_PROPERTIES
 
 
-def _camera(ply: PlyContents) -> SplatCamera | None:
+def camera_from_metadata(ply: PlyContents) -> SplatCamera | None:
+    """The source camera from the intrinsic / image_size / extrinsic elements (also legacy forms), or None."""
     intrinsic = ply.scalar_element("intrinsic")
     size = ply.scalar_element("image_size")
     extrinsic = ply.scalar_element("extrinsic")
@@ -296,6 +297,6 @@ def read_gaussians(path: str | os.PathLike[str]) -> SplatData:
         log_scales=cols("scale_0", "scale_1", "scale_2"),
         quats_wxyz=cols("rot_0", "rot_1", "rot_2", "rot_3"),
         ply=ply,
-        camera=_camera(ply),
+        camera=camera_from_metadata(ply),
         color_space=int(color_space[0]) if color_space is not None and color_space.size else None,
     )

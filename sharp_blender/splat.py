@@ -174,7 +174,7 @@ def read(path: str | os.PathLike[str]) -> SplatArrays:
         columns=columns,
         color_space=int(space[0]) if space is not None and space.size else None,
         # ply's own reader of the SHARP camera elements (intrinsic, image_size, extrinsic and legacy forms).
-        camera=ply._camera(contents),
+        camera=ply.camera_from_metadata(contents),
         elements_json=elements_to_json(contents),
     )
 
