@@ -10,9 +10,13 @@ export PYTHONPATH=$PWD/sidecar
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=$PYTHONPATH:/tmp/site
-  (python3 -c "from gsplat.cuda._backend import _C; print('gsplat', _C is not None)" >"$OUT/gsplat_build.log" 2>&1 &)
+  # Built in the background while the weights are generated, and waited for before the bench starts: two
+  # processes building gsplat's extension at once break each other's build folder.
+  python3 -c "from gsplat.cuda._backend import _C; print('gsplat', _C is not None)" >"$OUT/gsplat_build.log" 2>&1 &
+  GSPLAT_PID=$!
 fi
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+[ -n "${GSPLAT_PID:-}" ] && wait "$GSPLAT_PID"
 python3 -m sharp_sidecar bench --precisions "${PRECISIONS:-fp32,bf16-eager,bf16}" --runs "${RUNS:-5}" \
   --json "$OUT/bench.json" --profile "$OUT" ${BENCH_ARGS:-} -v 2>&1 | tee "$OUT/bench.log"

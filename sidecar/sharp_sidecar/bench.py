@@ -124,6 +124,7 @@ class PathResult:
     gaussians: Gaussians | None = None
     image_size: tuple[int, int] = (0, 0)
     f_px: float = 0.0
+    batch_images_per_s: float = 0.0
 
     def medians(self) -> dict[str, Any]:
         med = statistics.median
@@ -140,6 +141,7 @@ class PathResult:
             peak_gib=self.peak_bytes / GIB,
             peak_forward_gib=self.peak_forward_bytes / GIB,
             weights_gib=self.weights_bytes / GIB,
+            batch_images_per_s=self.batch_images_per_s,
         )
         return out
 
@@ -175,6 +177,24 @@ def time_forward(model: Any, precision: Precision, image: torch.Tensor, factor: 
     return times
 
 
+def time_batch(model: Any, precision: Precision, photo: Path, count: int, out_dir: Path) -> float:
+    """Images per second of ``sharp predict`` on a folder (decode ahead, write behind): ``count`` copies."""
+    from types import SimpleNamespace
+
+    from .batch import predict_many
+
+    folder = out_dir / f"batch-{precision.name}"
+    folder.mkdir(exist_ok=True)
+    jobs = [(photo, folder / f"{i}.ply") for i in range(count)]
+    start = time.perf_counter()
+    items = list(predict_many(SimpleNamespace(model=model, precision=precision), jobs))
+    elapsed = time.perf_counter() - start
+    errors = [item.error for item in items if item.error is not None]
+    if errors:
+        raise RuntimeError(f"batch run failed: {errors[0]}") from errors[0]
+    return count / elapsed
+
+
 def profile_forward(model: Any, precision: Precision, image: torch.Tensor, factor: torch.Tensor, path: Path) -> None:
     """torch.profiler over one forward: the kernels by total CUDA time, written to ``path``."""
     from torch.profiler import ProfilerActivity, profile
@@ -195,6 +215,7 @@ def run_path(
     warmup: int,
     out_dir: Path,
     profile_dir: Path | None = None,
+    batch: int = 0,
 ) -> PathResult:
     """Load, prepare and time one precision policy; keeps its last Gaussians (on the CPU) for comparison."""
     result = PathResult(precision.name)
@@ -236,7 +257,9 @@ def run_path(
     photo = imageio.load_rgb(photo_path)
     image, factor = preprocess(photo.rgb, photo.f_px, model.config.resolution, device)
     result.forward = time_forward(model, precision, image, factor, runs)
-    if profile_dir is not None and device.type == "cuda":
+    if batch > 1:
+        result.batch_images_per_s = time_batch(model, precision, photo_path, batch, out_dir)
+    if profile_dir is not None and device.type == "cuda" and precision.name != "fp32":
         profile_forward(model, precision, image, factor, profile_dir / f"profile-{precision.name}.txt")
     result.peak_bytes = max(_peak(device), result.peak_forward_bytes)
     result.gaussians = prediction.gaussians.to("cpu")
@@ -312,6 +335,7 @@ def format_table(report: dict[str, Any]) -> str:
         ("checkpoint -> device", [_ms(paths[n]["load_s"]) for n in names]),
         ("compile + warm-up", [_ms(paths[n]["prepare_s"]) for n in names]),
         ("first photo", [_ms(paths[n]["first_call_s"]) for n in names]),
+        ("folder, images/s", [f"{paths[n].get('batch_images_per_s', 0):.2f}" for n in names]),
         ("peak memory GiB", [f"{paths[n]['peak_gib']:.2f}" for n in names]),
         ("weights GiB", [f"{paths[n]['weights_gib']:.2f}" for n in names]),
     ]
@@ -387,7 +411,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"running {precision.name} ...", file=sys.stderr, flush=True)
             profile_dir = Path(args.profile) if args.profile else None
             try:
-                result = run_path(checkpoint, photo, precision, device, runs, warmup, workdir, profile_dir)
+                batch = 2 if smoke else args.batch
+                result = run_path(checkpoint, photo, precision, device, runs, warmup, workdir, profile_dir, batch)
             except Exception as exc:  # one broken path must not hide the others' figures
                 if not results:
                     raise

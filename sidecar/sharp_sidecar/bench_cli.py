@@ -26,6 +26,7 @@ def add_bench(subparsers: Any) -> None:
     p.add_argument("--precisions", default="fp32,bf16", help="comma-separated policies; fp32 always runs first")
     p.add_argument("--runs", type=int, default=5, help="timed runs per figure (median; default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs after the first call (default 2)")
+    p.add_argument("--batch", type=int, default=8, help="photos in the folder-throughput run (default 8; 0: skip)")
     p.add_argument("--frames", type=int, default=60, help="trajectory frames rendered for the PSNR (default 60)")
     p.add_argument("--render-backend", choices=("auto", "gsplat", "torch"), default="auto")
     p.add_argument("--no-render", action="store_true", help="skip the render comparison")

@@ -62,7 +62,15 @@ def device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-eager", "fp16", "fp16-eager")  # precision.CHOICES (no torch here)
+PRECISIONS = (
+    "auto",
+    "fp32",
+    "bf16",
+    "bf16-eager",
+    "fp16",
+    "fp16-eager",
+    "bf16-graphs",
+)  # precision.CHOICES (no torch here)
 
 
 def precision_option(parser: argparse.ArgumentParser) -> None:

@@ -120,13 +120,22 @@ def compiled_units(model: RGBGaussianPredictor) -> list[nn.Module]:
 
 
 def compile_model(model: RGBGaussianPredictor, mode: str | None = None) -> None:
-    """Wrap :func:`compiled_units` in torch.compile, in place (idempotent). Shapes are static (one resolution)."""
+    """Wrap :func:`compiled_units` in torch.compile, in place (idempotent). Shapes are static (one resolution).
+
+    With ``mode="reduce-overhead"`` (CUDA graphs) each photo's forward starts a new graph step; the
+    initializer and composer are compiled without graphs either way, since their outputs are kept.
+    """
     if getattr(model, _COMPILED_ATTR, False):
         return
     use_compile_cache()
     for unit in compiled_units(model):
         use_channel_group_norm(unit)
         unit.compile(dynamic=False, mode=mode)
+    model.init_model.compile(dynamic=False)
+    model.gaussian_composer.compile(dynamic=False)
+    if mode == "reduce-overhead":
+        encoder = model.monodepth_model.monodepth_predictor.encoder
+        encoder.register_forward_pre_hook(lambda module, args: torch.compiler.cudagraph_mark_step_begin())
     setattr(model, _COMPILED_ATTR, True)
 
 
@@ -160,7 +169,8 @@ def prepare(
         return 0.0
     if progress is not None:
         progress("compile", None, f"compiling the {precision.name} kernels (once per process; cached in {cache_dir()})")
-    compile_model(model, compile_mode)
-    seconds = warm_up(model, precision)
+    graphs = precision.cuda_graphs
+    compile_model(model, compile_mode or ("reduce-overhead" if graphs else None))
+    seconds = warm_up(model, precision, runs=3 if graphs else 1)  # graphs are recorded on the 2nd-3rd call
     logger.info("compiled and warmed up the %s path in %.1f s", precision.name, seconds)
     return seconds

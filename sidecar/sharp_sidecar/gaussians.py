@@ -302,10 +302,31 @@ def unproject(gaussians: Gaussians, f_px: float, image_size: tuple[int, int], me
         unit quaternions; colours and opacities unchanged.
     """
     A = unprojection_matrix(f_px, image_size).to(gaussians.means.device)
+    if method == "compiled":  # the whole step in one compiled graph; A is an input, so no recompile per photo
+        g = gaussians
+        means, singular_values, quaternions = _compiled_unproject()(g.means, g.singular_values, g.quaternions, A)
+        return replace(gaussians, means=means, singular_values=singular_values, quaternions=quaternions)
     means = gaussians.means @ A.T
     cov = A @ covariances(gaussians) @ A.T
     singular_values, quaternions = decompose_covariances(cov, method)
     return replace(gaussians, means=means, singular_values=singular_values, quaternions=quaternions)
+
+
+def _unproject_tensors(
+    means: torch.Tensor, singular_values: torch.Tensor, quaternions: torch.Tensor, A: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`unproject` on plain tensors (the closed form, unchunked), for torch.compile."""
+    R = quaternion_to_matrix(quaternions)
+    cov = A @ ((R * singular_values[..., None, :].square()) @ R.transpose(-1, -2)) @ A.T
+    flat = cov.reshape(-1, 3, 3).to(decomposition_dtype(cov.device))
+    scales, quats = _factors(symmetric_eigen, (flat + flat.transpose(-1, -2)) / 2)
+    batch_shape = cov.shape[:-2]
+    return means @ A.T, scales.reshape(*batch_shape, 3), quats.reshape(*batch_shape, 4)
+
+
+@functools.cache
+def _compiled_unproject() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    return torch.compile(_unproject_tensors, dynamic=False)  # type: ignore[return-value]
 
 
 def disparity_quantiles(gaussians: Gaussians) -> np.ndarray:

@@ -9,6 +9,7 @@ Policies (:data:`POLICIES`):
   inversion, the initializer's normalisation, the composer and the unprojection stay float32 (float64 for
   the covariance decomposition), as the spec's delicate points need.
 - ``bf16-eager``: ``bf16`` without torch.compile (no compile wait; for machines without a working Triton).
+- ``bf16-graphs``: ``bf16`` with CUDA graphs over the compiled units (experimental, see the performance notes).
 - ``fp16``, ``fp16-eager``: as ``bf16`` in float16 (3 more mantissa bits; an activation above 65504 overflows).
 
 The network's dtype is carried by its parameters (weights are loaded straight in it); the model code casts
@@ -29,7 +30,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-PrecisionName = Literal["auto", "fp32", "bf16", "bf16-eager", "fp16", "fp16-eager"]
+PrecisionName = Literal["auto", "fp32", "bf16", "bf16-eager", "fp16", "fp16-eager", "bf16-graphs"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Precision:
         channels_last: store convolution weights (hence activations) NHWC, the tensor cores' layout.
         compile: torch.compile the ViT blocks, decoders and heads (CUDA only; compiled once per process).
         cudnn_benchmark: let cuDNN time its algorithms on the first call of each shape (seconds, once).
+        cuda_graphs: compile with CUDA graphs (``reduce-overhead``): replays instead of kernel launches.
     """
 
     name: str
@@ -53,10 +55,13 @@ class Precision:
     channels_last: bool = False
     compile: bool = False
     cudnn_benchmark: bool = False
+    cuda_graphs: bool = False
 
 
-def _fast(name: str, dtype: torch.dtype, compile: bool) -> Precision:
-    return Precision(name, dtype, allow_tf32=True, channels_last=True, compile=compile, cudnn_benchmark=True)
+def _fast(name: str, dtype: torch.dtype, compile: bool, graphs: bool = False) -> Precision:
+    return Precision(
+        name, dtype, allow_tf32=True, channels_last=True, compile=compile, cudnn_benchmark=True, cuda_graphs=graphs
+    )
 
 
 POLICIES: dict[str, Precision] = {
@@ -65,6 +70,7 @@ POLICIES: dict[str, Precision] = {
     "bf16-eager": _fast("bf16-eager", torch.bfloat16, compile=False),
     "fp16": _fast("fp16", torch.float16, compile=True),
     "fp16-eager": _fast("fp16-eager", torch.float16, compile=False),
+    "bf16-graphs": _fast("bf16-graphs", torch.bfloat16, compile=True, graphs=True),
 }
 DEFAULT = POLICIES["fp32"]
 FAST = POLICIES["bf16"]

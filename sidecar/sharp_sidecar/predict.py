@@ -249,6 +249,24 @@ def _reason(image: Path, exc: Exception) -> str:
     return text if str(image) in text else f"{image}: {text}"
 
 
+def _outcomes(loaded: LoadedModel, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> Iterator[Any]:
+    """batch.BatchItem per photo: a folder overlaps decoding, GPU work and writing; one photo shows its stages."""
+    from .batch import BatchItem, predict_many
+
+    options = {"focal_mm": args.focal_mm, "focal_px": args.focal_px, "plain": args.plain_ply}
+    if len(jobs) > 1:
+        yield from predict_many(loaded, jobs, **options)
+        return
+    for image, output in jobs:
+        item = BatchItem(image, output)
+        try:
+            with _stage_bar(image.name) as progress:
+                item.result = predict_file(loaded, image, output, progress=progress, **options)
+        except Exception as exc:
+            item.error = exc
+        yield item
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``sharp predict`` command; returns the exit code (0 all written, 1 any failed, 2 nothing to do)."""
     pairs = _pairs(args)
@@ -269,43 +287,29 @@ def run(args: argparse.Namespace) -> int:
     )
     failed: list[tuple[Path, str]] = []
     started = time.perf_counter()
-    for number, (image, output) in enumerate(jobs, 1):
+    for number, item in enumerate(_outcomes(loaded, jobs, args), 1):
+        image, output, error, result = item.image, item.output, item.error, item.result
         print(f"[{number}/{len(jobs)}] {image} -> {output}", flush=True)
-        begin = time.perf_counter()
-        try:
-            with _stage_bar(image.name) as progress:
-                result = predict_file(
-                    loaded,
-                    image,
-                    output,
-                    focal_mm=args.focal_mm,
-                    focal_px=args.focal_px,
-                    plain=args.plain_ply,
-                    progress=progress,
-                )
-        except BadImageError as exc:
-            print(f"  skipped: {exc}", file=sys.stderr)
-            failed.append((image, _reason(image, exc)))
-            continue
-        except SharpError as exc:
-            print(f"  failed: {exc}", file=sys.stderr)
-            failed.append((image, _reason(image, exc)))
-            continue
-        except Exception as exc:  # one broken photo must not stop the batch; the traceback goes to the log
-            logger.exception("unexpected error on %s", image)
-            print(f"  failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            failed.append((image, _reason(image, exc)))
+        if isinstance(error, BadImageError):
+            print(f"  skipped: {error}", file=sys.stderr)
+        elif isinstance(error, SharpError):
+            print(f"  failed: {error}", file=sys.stderr)
+        elif error is not None:  # one broken photo must not stop the batch; the traceback goes to the log
+            logger.error("unexpected error on %s", image, exc_info=error)
+            print(f"  failed: {type(error).__name__}: {error}", file=sys.stderr)
+        if error is not None:
+            failed.append((image, _reason(image, error)))
             continue
         for warning in result.warnings:
             print(f"  warning: {warning}", file=sys.stderr)
         stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
         print(
             f"  {result.num_gaussians:,} Gaussians, {result.image_size[0]}x{result.image_size[1]}, "
-            f"f = {result.f_px:.1f} px ({result.focal_source}); {time.perf_counter() - begin:.2f} s ({stages})",
+            f"f = {result.f_px:.1f} px ({result.focal_source}); {sum(result.timings.values()):.2f} s ({stages})",
             flush=True,
         )
-    done = len(jobs) - len(failed)
-    print(f"{done} of {len(jobs)} written in {time.perf_counter() - started:.1f} s")
+    done, elapsed = len(jobs) - len(failed), time.perf_counter() - started
+    print(f"{done} of {len(jobs)} written in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} images/s)")
     if failed:
         print(f"{len(failed)} failed:", file=sys.stderr)
         for _, reason in failed:

@@ -80,12 +80,12 @@ def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         for stage in bench.PHOTO_STAGES:
             assert entry[f"stage_{stage}_s"] > 0, (name, stage)
         assert entry["photo_to_ply_s"] >= entry["photo_to_gaussians_s"] > 0
-        assert entry["forward_s"] > 0 and entry["load_s"] > 0
+        assert entry["forward_s"] > 0 and entry["load_s"] > 0 and entry["batch_images_per_s"] > 0
     fast = report["paths"]["bf16-eager"]
     assert 0 < fast["errors"]["means"] < 0.1
     assert fast["render"]["frames"] == 2 and fast["render"]["psnr_min_db"] > 30
     table = capsys.readouterr().out
-    assert "photo -> PLY" in table and "bf16-eager" in table and "render PSNR" in table
+    assert "photo -> PLY" in table and "bf16-eager" in table and "render PSNR" in table and "images/s" in table
 
 
 def test_format_table_marks_missing_values() -> None:

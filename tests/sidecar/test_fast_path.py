@@ -143,3 +143,22 @@ def test_cache_dir_honours_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     import os
 
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(folder))
+
+
+def test_unproject_tensors_is_the_closed_form() -> None:
+    """The function the fast path compiles computes exactly what ``unproject`` does eagerly."""
+    from sharp_sidecar.gaussians import Gaussians, _unproject_tensors, unproject, unprojection_matrix
+
+    g = torch.Generator().manual_seed(3)
+    n = 3000
+    ndc = Gaussians(
+        torch.rand(1, n, 3, generator=g) + 1, torch.rand(1, n, 3, generator=g) * 0.01 + 1e-4,
+        torch.randn(1, n, 4, generator=g), torch.rand(1, n, 3, generator=g), torch.rand(1, n, generator=g),
+    )  # fmt: skip
+    ref = unproject(ndc, 500.0, (640, 480))
+    means, scales, quats = _unproject_tensors(
+        ndc.means, ndc.singular_values, ndc.quaternions, unprojection_matrix(500.0, (640, 480))
+    )
+    assert torch.equal(means, ref.means)
+    assert torch.allclose(scales, ref.singular_values, rtol=1e-6, atol=0)
+    assert torch.allclose(quats, ref.quaternions, atol=1e-6)
