@@ -23,8 +23,10 @@ Requests (client -> sidecar)
                   true: the model stays loaded for the next request).
                   result ``ply``, ``image_size`` [W, H], ``f_px``, ``focal_source``,
                   ``num_gaussians``, ``timings`` (stage -> seconds), ``warnings``, ``device``.
-                  progress stages: checkpoint, download, load_model, read_image, resize, encoder,
-                  decoders, composer, unprojection, ply.
+                  progress stages: checkpoint, download, load_model, compile (the GPU fast path's
+                  kernels, once per sidecar process), read_image, resize, encoder, decoders, composer,
+                  unprojection, ply. ``sharp serve --precision fp32`` (or $SHARP_PRECISION) turns
+                  the fast path off.
     ``render``    params ``ply`` (path, or omitted for the last prediction), ``cameras`` (list of
                   ``{"viewmat": 4x4 world-to-camera OpenCV, "K": 3x3}``), ``width``, ``height``,
                   ``output`` (video path; may be omitted with ``png_dir``), optional
