@@ -228,7 +228,9 @@ def run_path(
 
     result.load_s, model = timer(load)
     result.weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    result.prepare_s = fastpath.prepare(model, precision)
+    precision, result.prepare_s = fastpath.prepare(model, precision)
+    if not precision.compile and result.prepare_s:
+        result.precision += " (compile failed: eager)"
     ply_path = out_dir / f"bench-{precision.name}.ply"
 
     def photo_to_ply() -> tuple[dict[str, float], Any]:

@@ -11,6 +11,7 @@ start in seconds. The weights' dtype was already chosen at load time (see :func:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, "float | None", str], None]
 _COMPILED_ATTR = "_sharp_compiled"
+_HOOKS_ATTR = "_sharp_compile_hooks"
 
 
 def cache_dir() -> Path:
@@ -135,7 +137,8 @@ def compile_model(model: RGBGaussianPredictor, mode: str | None = None) -> None:
     model.gaussian_composer.compile(dynamic=False)
     if mode == "reduce-overhead":
         encoder = model.monodepth_model.monodepth_predictor.encoder
-        encoder.register_forward_pre_hook(lambda module, args: torch.compiler.cudagraph_mark_step_begin())
+        hook = encoder.register_forward_pre_hook(lambda module, args: torch.compiler.cudagraph_mark_step_begin())
+        setattr(model, _HOOKS_ATTR, [hook])
     setattr(model, _COMPILED_ATTR, True)
 
 
@@ -156,21 +159,50 @@ def warm_up(model: RGBGaussianPredictor, precision: Precision, runs: int = 1) ->
     return time.perf_counter() - start
 
 
+def _on_cuda(model: nn.Module) -> bool:
+    return next(model.parameters()).device.type == "cuda"
+
+
+def uncompile(model: RGBGaussianPredictor) -> None:
+    """Undo :func:`compile_model` (the GroupNorm rewrite stays: it is the same function in eager mode)."""
+    for unit in [*compiled_units(model), model.init_model, model.gaussian_composer]:
+        unit._compiled_call_impl = None
+    for handle in getattr(model, _HOOKS_ATTR, []):
+        handle.remove()
+    setattr(model, _HOOKS_ATTR, [])
+    setattr(model, _COMPILED_ATTR, False)
+    torch._dynamo.reset()
+
+
 def prepare(
     model: RGBGaussianPredictor, precision: Precision, progress: Progress | None = None, compile_mode: str | None = None
-) -> float:
-    """Make a loaded model ready for ``precision``: compile (CUDA only) and warm up. Returns the seconds spent.
+) -> tuple[Precision, float]:
+    """Make a loaded model ready for ``precision``: compile (CUDA only) and warm up.
 
-    The first call in a process compiles (about a minute cold, seconds with a warm cache); later calls on
-    the same model return at once.
+    The first call in a process compiles (about a minute cold, ~10 s with a warm cache); later calls on the same
+    model return at once. If compiling fails (no Triton or C compiler, as on a stock Windows install), the model
+    runs eagerly instead, with a warning.
+
+    Returns:
+        The policy to run with (``precision``, or it without compile after a failure) and the seconds spent.
     """
-    device = next(model.parameters()).device
-    if not precision.compile or device.type != "cuda" or getattr(model, _COMPILED_ATTR, False):
-        return 0.0
+    if not precision.compile or not _on_cuda(model) or getattr(model, _COMPILED_ATTR, False):
+        return precision, 0.0
     if progress is not None:
         progress("compile", None, f"compiling the {precision.name} kernels (once per process; cached in {cache_dir()})")
     graphs = precision.cuda_graphs
-    compile_model(model, compile_mode or ("reduce-overhead" if graphs else None))
-    seconds = warm_up(model, precision, runs=3 if graphs else 1)  # graphs are recorded on the 2nd-3rd call
+    start = time.perf_counter()
+    try:
+        compile_model(model, compile_mode or ("reduce-overhead" if graphs else None))
+        seconds = warm_up(model, precision, runs=3 if graphs else 1)  # graphs are recorded on the 2nd-3rd call
+    except Exception as exc:  # Inductor needs Triton and a C compiler; without them the eager kernels still work
+        logger.warning(
+            "torch.compile failed (%s: %s); the %s path runs without compiled kernels (slower, same results)",
+            type(exc).__name__,
+            exc,
+            precision.name,
+        )
+        uncompile(model)
+        return dataclasses.replace(precision, compile=False, cuda_graphs=False), time.perf_counter() - start
     logger.info("compiled and warmed up the %s path in %.1f s", precision.name, seconds)
-    return seconds
+    return precision, seconds

@@ -94,7 +94,7 @@ def load_model(
     state_dict = load_state_dict_file(path)
     model = fastpath.load_predictor(state_dict, target, policy, source=str(path))
     del state_dict
-    fastpath.prepare(model, policy, progress)
+    policy, _ = fastpath.prepare(model, policy, progress)  # eager policy if compiling failed
     elapsed = time.perf_counter() - start
     logger.info("model from %s on %s (%s) in %.1f s", path, target, policy.name, elapsed)
     return LoadedModel(model, target, path, model.config.name, elapsed, policy)

@@ -130,8 +130,31 @@ def test_resolve_precision(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_prepare_is_a_no_op_off_cuda() -> None:
     model = create_predictor("tiny")
-    assert fastpath.prepare(model, get_precision("bf16")) == 0.0
+    bf16 = get_precision("bf16")
+    assert fastpath.prepare(model, bf16) == (bf16, 0.0)
     assert not getattr(model, "_sharp_compiled", False)
+
+
+def test_prepare_falls_back_to_eager_when_compiling_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = create_predictor("tiny")
+    monkeypatch.setattr(fastpath, "_on_cuda", lambda m: True)
+    monkeypatch.setattr(fastpath, "use_compile_cache", lambda: None)
+
+    def broken_warm_up(*args: object, **kwargs: object) -> float:
+        raise RuntimeError("Cannot find a working triton installation")
+
+    monkeypatch.setattr(fastpath, "warm_up", broken_warm_up)
+    stages: list[str] = []
+    policy, seconds = fastpath.prepare(model, get_precision("bf16"), lambda stage, f, m: stages.append(stage))
+    assert stages == ["compile"] and seconds >= 0
+    assert policy.dtype == torch.bfloat16 and not policy.compile
+    assert not getattr(model, "_sharp_compiled", True)
+    units = [*fastpath.compiled_units(model), model.init_model, model.gaussian_composer]
+    assert all(unit._compiled_call_impl is None for unit in units)
+    # The model still runs eagerly, with the GroupNorm rewrite in place.
+    assert not any(isinstance(m, nn.GroupNorm) for m in model.feature_model.modules())
+    photo = _photo(5)
+    assert torch.isfinite(predict(model, photo, 90.0, precision=DEFAULT).gaussians.means).all()
 
 
 def test_cache_dir_honours_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
