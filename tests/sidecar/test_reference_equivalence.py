@@ -8,6 +8,7 @@ of ../shared/reference/README.md. The largest error seen per array is merged int
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import json
@@ -134,9 +135,9 @@ def covariances64(quaternions: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return (R * scales.astype(np.float64)[:, None, :] ** 2) @ R.transpose(0, 2, 1)
 
 
-@pytest.fixture(scope="module")
+@contextlib.contextmanager
 def forward_lock() -> Iterator[None]:
-    # The conftest's full_forward_lock is function-scoped; this module-scoped run takes the same lock file.
+    """The full_forward_lock of conftest (function-scoped there) around the forward of a module-scoped run."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "full-forward.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -149,22 +150,22 @@ def run(
     ref_weights_path: Path,
     reference_images: dict[str, Path],
     reference_npz: Callable[[str], Any],
-    forward_lock: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     """One full forward of one reference image: {"ref": npz, "ours": recorded arrays, "ply": path}."""
     name = request.param
     ref = reference_npz(name)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    state_dict = torch.load(ref_weights_path, map_location="cpu", weights_only=True, mmap=True)
-    config = replace(PRESETS["default"], vit_taps=(5, 11, 17, 23))  # 17, 23 only recorded, as upstream computes them
-    model = predictor_from_state_dict(state_dict, config=config, source=str(ref_weights_path))
-    del state_dict
     loaded = load_rgb(reference_images[name])
     recorder = Recorder(ref["gauss_idx"])
-    prediction = predict(model, loaded.rgb, loaded.f_px, observe=recorder)
-    del model
-    gc.collect()
+    with forward_lock():  # held while the weights and the forward's ~7 GB are alive
+        state_dict = torch.load(ref_weights_path, map_location="cpu", weights_only=True, mmap=True)
+        config = replace(PRESETS["default"], vit_taps=(5, 11, 17, 23))  # 17, 23 only recorded, as upstream
+        model = predictor_from_state_dict(state_dict, config=config, source=str(ref_weights_path))
+        del state_dict
+        prediction = predict(model, loaded.rgb, loaded.f_px, observe=recorder)
+        del model
+        gc.collect()
     ours = recorder.out
     ours["f_px"] = loaded.f_px
     ours["image_wh"] = np.array([loaded.width, loaded.height])
@@ -180,7 +181,7 @@ def run(
     save_prediction(prediction, path)
     del prediction, g
     gc.collect()
-    yield {"name": name, "ref": ref, "ours": ours, "ply": path, "timings": None}
+    yield {"name": name, "ref": ref, "ours": ours, "ply": path}
     path.unlink()
 
 
