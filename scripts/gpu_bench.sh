@@ -17,6 +17,21 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+if [ -n "${FOLDER:-}" ]; then
+  # `sharp predict` on a folder of 8 photos through the command itself (compile included in its load).
+  python3 -c "
+import shutil, torch
+from pathlib import Path
+from sharp_sidecar import bench
+torch.save(bench.reference_state_dict(), '/tmp/refweights.pt')
+folder = Path('/tmp/photos'); folder.mkdir(exist_ok=True)
+photo = bench.synthetic_photo(folder / 'p0.jpg', 1536, 1024)
+for i in range(1, 8): shutil.copy(photo, folder / f'p{i}.jpg')
+"
+  python3 -m sharp_sidecar predict -i /tmp/photos -o /tmp/plys -c /tmp/refweights.pt 2>&1 | tail -4 \
+    | tee "$OUT/predict_folder.log"
+  BENCH_ARGS="${BENCH_ARGS:-} -c /tmp/refweights.pt"
+fi
 [ -n "${GSPLAT_PID:-}" ] && wait "$GSPLAT_PID"
 python3 -m sharp_sidecar bench --precisions "${PRECISIONS:-fp32,bf16-eager,bf16}" --runs "${RUNS:-5}" \
   --json "$OUT/bench.json" --profile "$OUT" ${BENCH_ARGS:-} -v 2>&1 | tee "$OUT/bench.log"

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import fastpath, imageio
+from . import fastpath, imageio, ply
 from .checkpoint import load_state_dict_file
-from .gaussians import Gaussians, covariances
+from .gaussians import Gaussians, covariances, disparity_quantiles, vertex_columns
 from .model import create_predictor
 from .model.checkpoint import is_tolerated
 from .pipeline import predict, preprocess, resolve_device, save_prediction
@@ -125,6 +125,7 @@ class PathResult:
     image_size: tuple[int, int] = (0, 0)
     f_px: float = 0.0
     batch_images_per_s: float = 0.0
+    ply_parts: dict[str, float] = field(default_factory=dict)
 
     def medians(self) -> dict[str, Any]:
         med = statistics.median
@@ -143,6 +144,7 @@ class PathResult:
             weights_gib=self.weights_bytes / GIB,
             batch_images_per_s=self.batch_images_per_s,
         )
+        out.update({f"stage_ply_{name}_s": value for name, value in self.ply_parts.items()})
         return out
 
 
@@ -175,6 +177,20 @@ def time_forward(model: Any, precision: Precision, image: torch.Tensor, factor: 
                 model(image, factor)
                 times.append(time.perf_counter() - begin)
     return times
+
+
+def time_ply_parts(prediction: Any, path: Path, runs: int, timer: Timer) -> dict[str, float]:
+    """The PLY stage split: vertex table (GPU math + copy to the host), disparity quantiles, the file write."""
+    parts: dict[str, list[float]] = {"columns": [], "quantiles": [], "write": []}
+    g = prediction.gaussians
+    for _ in range(max(1, runs)):
+        columns_s, vertex = timer(lambda: vertex_columns(g))
+        quantiles_s, quantiles = timer(lambda: [float(v) for v in disparity_quantiles(g)])
+        extra = ply.sharp_metadata(prediction.f_px, prediction.image_size, len(vertex), quantiles)
+        write_s, _ = timer(lambda v=vertex, e=extra: ply.write_ply(path, v, e))  # type: ignore[misc]
+        for name, value in (("columns", columns_s), ("quantiles", quantiles_s), ("write", write_s)):
+            parts[name].append(value)
+    return {name: statistics.median(values) for name, values in parts.items()}
 
 
 def time_batch(model: Any, precision: Precision, photo: Path, count: int, out_dir: Path) -> float:
@@ -259,6 +275,7 @@ def run_path(
     photo = imageio.load_rgb(photo_path)
     image, factor = preprocess(photo.rgb, photo.f_px, model.config.resolution, device)
     result.forward = time_forward(model, precision, image, factor, runs)
+    result.ply_parts = time_ply_parts(prediction, ply_path, runs, Timer(device))
     if batch > 1:
         result.batch_images_per_s = time_batch(model, precision, photo_path, batch, out_dir)
     if profile_dir is not None and device.type == "cuda" and precision.name != "fp32":
@@ -330,6 +347,8 @@ def format_table(report: dict[str, Any]) -> str:
     rows: list[tuple[str, list[str]]] = []
     for stage in PHOTO_STAGES:
         rows.append((f"  {stage}", [_ms(paths[n].get(f"stage_{stage}_s")) for n in names]))
+    for part in ("columns", "quantiles", "write"):
+        rows.append((f"    ply: {part}", [_ms(paths[n].get(f"stage_ply_{part}_s")) for n in names]))
     rows += [
         ("forward (events)", [_ms(paths[n].get("forward_s")) for n in names]),
         ("photo -> Gaussians", [_ms(paths[n].get("photo_to_gaussians_s")) for n in names]),
