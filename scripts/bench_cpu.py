@@ -63,9 +63,10 @@ def main() -> int:
     del state_dict
     rows.append(("model build + strict load", time.perf_counter() - start))
     photo = load_rgb(args.image)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    load_start = os.getloadavg()[0]
     prediction = predict(model, photo.rgb, photo.f_px)
-    total = time.perf_counter() - start
+    total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
     t = prediction.timings
     rows += [
         ("resize", t["resize"]),
@@ -75,6 +76,7 @@ def main() -> int:
         ("forward (resize..composer)", t["resize"] + t["encoder"] + t["decoders"] + t["composer"]),
         ("unprojection", t["unprojection"]),
         ("predict total", total),
+        ("predict CPU time, all threads (user + sys)", cpu_total),
     ]
     del model
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +97,10 @@ def main() -> int:
             rows.append((f"decompose {method} {str(dtype)[6:]} (N={len(cov):,})", time.perf_counter() - start))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {Path(args.image).name}")
-    print(f"peak RSS {_rss_gib():.2f} GiB")
+    print(
+        f"peak RSS {_rss_gib():.2f} GiB; 1-min load average {load_start:.2f} before the forward, {os.getloadavg()[0]:.2f} after"
+    )
+    print("(other processes on a shared machine lengthen the wall times; the CPU time is less affected)")
     print(f"{'stage':50s} {'seconds':>8s}")
     for name, seconds in rows:
         print(f"{name:50s} {seconds:8.2f}")
