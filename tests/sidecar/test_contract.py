@@ -2,65 +2,20 @@
 
 from __future__ import annotations
 
-import http.server
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from sharp_sidecar import ply
-from sharp_sidecar.model import create_predictor, get_config
+from sharp_sidecar.model import get_config
 
 from sharp_blender import protocol
 from sharp_blender.client import Job, Progress, SidecarClient, SidecarError, sidecar_command
 
 TINY_N = get_config("tiny").num_gaussians
 TIMEOUT = 120.0
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
-    torch.save(create_predictor("tiny").state_dict(), path)
-    return path
-
-
-class _StallingHandler(http.server.BaseHTTPRequestHandler):
-    """Serves the checkpoint's first bytes, then waits until released (so a job is surely mid-download)."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        data: bytes = self.server.data  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[:1000])
-        self.wfile.flush()
-        self.server.release.wait(TIMEOUT)  # type: ignore[attr-defined]
-        try:
-            self.wfile.write(data[1000:])
-        except OSError:
-            pass
-
-
-@pytest.fixture
-def stalling_url(tiny_checkpoint: Path) -> Iterator[tuple[str, threading.Event]]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingHandler)
-    httpd.data = tiny_checkpoint.read_bytes()  # type: ignore[attr-defined]
-    release = threading.Event()
-    httpd.release = release  # type: ignore[attr-defined]
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/tiny.pt", release
-    finally:
-        release.set()
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @pytest.fixture

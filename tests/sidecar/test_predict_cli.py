@@ -12,18 +12,10 @@ import torch
 from PIL import Image
 from sharp_sidecar import ply
 from sharp_sidecar.cli import main
-from sharp_sidecar.model import create_predictor, get_config
+from sharp_sidecar.model import get_config
 from sharp_sidecar.predict import find_images, output_paths
 
 TINY_N = get_config("tiny").num_gaussians
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
-    torch.save(create_predictor("tiny").state_dict(), path)
-    return path
 
 
 @pytest.fixture

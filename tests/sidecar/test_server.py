@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import queue
@@ -17,18 +16,10 @@ from typing import Any
 import pytest
 import torch
 from sharp_sidecar import jobs, ply, protocol, server
-from sharp_sidecar.model import create_predictor, get_config
+from sharp_sidecar.model import get_config
 
 TINY_N = get_config("tiny").num_gaussians
 TIMEOUT = 120.0
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
-    torch.save(create_predictor("tiny").state_dict(), path)
-    return path
 
 
 class Sidecar:
@@ -157,37 +148,12 @@ def test_predict_status_errors_and_shutdown(
     assert all(raw.endswith(b"\n") for raw in sidecar.raw_lines)
 
 
-class _StallingHandler(http.server.BaseHTTPRequestHandler):
-    """Sends the headers and the first bytes of the file, then waits until the test releases it."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        data: bytes = self.server.data  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[:1000])
-        self.wfile.flush()
-        self.server.release.wait(TIMEOUT)  # type: ignore[attr-defined]
-        try:
-            self.wfile.write(data[1000:])
-        except OSError:
-            pass
-
-
 def test_cancel_running_and_queued_jobs(
-    tiny_checkpoint: Path, reference_images: dict[str, Path], tmp_path: Path
+    stalling_url: tuple[str, threading.Event], reference_images: dict[str, Path], tmp_path: Path
 ) -> None:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingHandler)
-    httpd.data = tiny_checkpoint.read_bytes()  # type: ignore[attr-defined]
-    httpd.release = threading.Event()  # type: ignore[attr-defined]
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url, release = stalling_url
     home = tmp_path / "torch-home"
-    sidecar = Sidecar(
-        {"TORCH_HOME": str(home), "SHARP_CHECKPOINT_URL": f"http://127.0.0.1:{httpd.server_address[1]}/tiny.pt"}
-    )
+    sidecar = Sidecar({"TORCH_HOME": str(home), "SHARP_CHECKPOINT_URL": url})
     try:
         assert sidecar.next()["type"] == protocol.READY
         params = {"image": str(reference_images["photo_exif"]), "output": str(tmp_path / "a.ply"), "device": "cpu"}
@@ -205,7 +171,7 @@ def test_cancel_running_and_queued_jobs(
         assert sidecar.until_final("st")["result"]["busy"] is True
         sidecar.send(protocol.request("ca", protocol.CANCEL, target="a"))
         assert sidecar.until_final("ca")["result"] == {"cancelled": True}
-        httpd.release.set()  # type: ignore[attr-defined]
+        release.set()
         a_final = sidecar.until_final("a")
         assert a_final["error"]["kind"] == protocol.CANCELLED
         assert not (home / "hub" / "checkpoints" / "sharp_2572gikvuh.pt").exists()
@@ -217,10 +183,7 @@ def test_cancel_running_and_queued_jobs(
         sidecar.proc.stdin.close()  # EOF: the sidecar exits by itself
         assert sidecar.proc.wait(30) == 0
     finally:
-        httpd.release.set()  # type: ignore[attr-defined]
         sidecar.close()
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_stray_output_goes_to_stderr() -> None:
