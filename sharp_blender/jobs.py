@@ -136,15 +136,14 @@ class PhotoResult:
     error: str = ""
 
 
-@dataclass
-class PredictRun:
-    """A queue of photos sent one after another through the shared sidecar, each imported when done."""
+@dataclass(kw_only=True)
+class SidecarRun:
+    """Requests to the shared sidecar whose events are applied on the main thread by :meth:`poll`.
 
-    images: list[Path]
-    options: dict[str, Any]
-    placement: str
-    out_dir: Path
-    results: list[PhotoResult] = field(default_factory=list)
+    The client's callbacks only queue events (they run on its reader thread); subclasses say what a finished
+    job means (:meth:`_job_done`), when the run is over (:attr:`finished`) and how it shows (:meth:`_show`).
+    """
+
     events: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     job: client.Job | None = None
     cancelled: bool = False
@@ -153,28 +152,67 @@ class PredictRun:
 
     @property
     def finished(self) -> bool:
-        return len(self.results) == len(self.images) or (self.cancelled and self.job is None)
+        raise NotImplementedError
 
-    def _submit(self, sidecar: client.SidecarClient) -> None:
-        image = self.images[len(self.results)]
-        output = unique_output(self.out_dir, image.stem)
-        self.job = sidecar.predict(
-            image,
-            output,
-            on_progress=lambda job, p: self.events.put(("progress", p)),
-            on_done=lambda job: self.events.put(("done", job)),
-            **self.options,
-        )
+    def _job_done(self, context: bpy.types.Context, job: client.Job) -> None:
+        raise NotImplementedError
 
-    def start(self, context: bpy.types.Context) -> None:
-        self._submit(get_client(context))
+    def _show(self, context: bpy.types.Context) -> None:
+        raise NotImplementedError
+
+    def _callbacks(self) -> dict[str, Any]:
+        return {
+            "on_progress": lambda job, p: self.events.put(("progress", p)),
+            "on_done": lambda job: self.events.put(("done", job)),
+        }
 
     def cancel(self) -> None:
         self.cancelled = True
         if self.job is not None and _client is not None:
             _client.cancel(self.job)
 
-    def _finish_photo(self, context: bpy.types.Context, job: client.Job) -> None:
+    def poll(self, context: bpy.types.Context) -> bool:
+        """Apply queued events on the main thread. Returns True when the run is over."""
+        while True:
+            try:
+                kind, payload = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "progress":
+                self.stage = payload.message or payload.stage
+                self.fraction = payload.fraction or 0.0
+            elif kind == "done":
+                self._job_done(context, payload)
+        self._show(context)
+        return self.finished
+
+
+@dataclass
+class PredictRun(SidecarRun):
+    """A queue of photos sent one after another through the shared sidecar, each imported when done."""
+
+    images: list[Path]
+    options: dict[str, Any]
+    placement: str
+    out_dir: Path
+    results: list[PhotoResult] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.results) == len(self.images) or (self.cancelled and self.job is None)
+
+    def _submit(self, sidecar: client.SidecarClient) -> None:
+        image = self.images[len(self.results)]
+        output = unique_output(self.out_dir, image.stem)
+        self.job = sidecar.predict(image, output, **self._callbacks(), **self.options)
+
+    def start(self, context: bpy.types.Context) -> None:
+        self._submit(get_client(context))
+
+    def _show(self, context: bpy.types.Context) -> None:
+        update_status(context, self)
+
+    def _job_done(self, context: bpy.types.Context, job: client.Job) -> None:
         image = self.images[len(self.results)]
         result = PhotoResult(image)
         if job.error is not None:
@@ -194,21 +232,6 @@ class PredictRun:
             self.cancelled = True
         if not self.cancelled and len(self.results) < len(self.images):
             self._submit(get_client(context))
-
-    def poll(self, context: bpy.types.Context) -> bool:
-        """Apply queued events on the main thread. Returns True when the run is over."""
-        while True:
-            try:
-                kind, payload = self.events.get_nowait()
-            except queue.Empty:
-                break
-            if kind == "progress":
-                self.stage = payload.message or payload.stage
-                self.fraction = payload.fraction or 0.0
-            elif kind == "done":
-                self._finish_photo(context, payload)
-        update_status(context, self)
-        return self.finished
 
     def run_blocking(self, context: bpy.types.Context, timeout: float | None = None) -> None:
         """Background mode: run every photo to the end, on this thread."""

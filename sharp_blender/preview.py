@@ -14,10 +14,9 @@ Frames: a splat object's mesh holds ``p_cv − origin_cv`` (see :mod:`.importer`
 from __future__ import annotations
 
 import logging
-import queue
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -225,17 +224,12 @@ def output_paths(context: bpy.types.Context, splat_obj: bpy.types.Object, single
 
 
 @dataclass
-class RenderRun:
+class RenderRun(jobs.SidecarRun):
     """One render request to the shared sidecar, polled on the main thread (or waited on in background)."""
 
     params: dict[str, Any]
     frames: int
     single: bool = False
-    events: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
-    job: client.Job | None = None
-    cancelled: bool = False
-    stage: str = ""
-    fraction: float = 0.0
     result: dict[str, Any] | None = None
     error: str = ""
 
@@ -244,34 +238,16 @@ class RenderRun:
         return self.result is not None or bool(self.error)
 
     def start(self, context: bpy.types.Context) -> None:
-        self.job = jobs.get_client(context).submit(
-            protocol.RENDER,
-            self.params,
-            on_progress=lambda job, p: self.events.put(("progress", p)),
-            on_done=lambda job: self.events.put(("done", job)),
-        )
+        self.job = jobs.get_client(context).submit(protocol.RENDER, self.params, **self._callbacks())
 
-    def cancel(self) -> None:
-        self.cancelled = True
-        if self.job is not None and jobs._client is not None:
-            jobs._client.cancel(self.job)
+    def _job_done(self, context: bpy.types.Context, job: client.Job) -> None:
+        if job.error is not None:
+            self.error = jobs.describe(job.error)
+        else:
+            self.result = job.result
 
-    def poll(self, context: bpy.types.Context) -> bool:
-        while True:
-            try:
-                kind, payload = self.events.get_nowait()
-            except queue.Empty:
-                break
-            if kind == "progress":
-                self.stage = payload.message or payload.stage
-                self.fraction = payload.fraction or 0.0
-            elif kind == "done":
-                if payload.error is not None:
-                    self.error = jobs.describe(payload.error)
-                else:
-                    self.result = payload.result
+    def _show(self, context: bpy.types.Context) -> None:
         update_status(context, self)
-        return self.finished
 
     def run_blocking(self, context: bpy.types.Context, timeout: float | None = None) -> None:
         self.start(context)
