@@ -29,12 +29,17 @@ def _wrap(layout: bpy.types.UILayout, text: str, icon: str = "NONE", width: int 
         layout.label(text=line, icon=icon if first else "BLANK1")
 
 
-class SHARP_PT_generate(bpy.types.Panel):
-    bl_idname = "SHARP_PT_generate"
-    bl_label = "Generate from Photo"
+class _SidebarPanel:
+    """The SHARP tab of the 3D viewport's sidebar (N panel)."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "SHARP"
+
+
+class SHARP_PT_generate(_SidebarPanel, bpy.types.Panel):
+    bl_idname = "SHARP_PT_generate"
+    bl_label = "Generate from Photo"
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -67,12 +72,9 @@ class SHARP_PT_generate(bpy.types.Panel):
         row.operator("sharp.export_ply", text="Export PLY", icon="EXPORT")
 
 
-class SHARP_PT_display(bpy.types.Panel):
+class SHARP_PT_display(_SidebarPanel, bpy.types.Panel):
     bl_idname = "SHARP_PT_display"
     bl_label = "Display"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "SHARP"
     bl_parent_id = "SHARP_PT_generate"
 
     @classmethod
@@ -94,12 +96,9 @@ class SHARP_PT_display(bpy.types.Panel):
             col.label(text=f"Camera: {camera_name}", icon="CAMERA_DATA")
 
 
-class SHARP_PT_preview(bpy.types.Panel):
+class SHARP_PT_preview(_SidebarPanel, bpy.types.Panel):
     bl_idname = "SHARP_PT_preview"
     bl_label = "Preview"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "SHARP"
     bl_parent_id = "SHARP_PT_generate"
 
     @classmethod
