@@ -19,6 +19,7 @@ What differs from the reference ``load_rgb`` and why:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -48,7 +49,6 @@ _TAG_FOCAL_35MM = 0xA405
 _HEIF_SUFFIXES = (".heic", ".heif", ".hif")
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 _PREMULTIPLIED_MODES = ("RGBa", "La")
-_heif_registered = False
 
 
 @dataclass
@@ -75,17 +75,15 @@ class LoadedImage:
     icc: bytes | None = None
 
 
+@functools.cache
 def register_heif() -> bool:
-    """Register pillow-heif's opener with Pillow once; False when pillow-heif is not installed."""
-    global _heif_registered
-    if not _heif_registered:
-        try:
-            import pillow_heif
-        except ImportError:  # optional at run time: everything else still opens
-            logger.warning("pillow-heif is not installed; HEIC/HEIF photos cannot be read")
-            return False
-        pillow_heif.register_heif_opener()
-        _heif_registered = True
+    """Register pillow-heif's opener with Pillow (tried once, so a missing pillow-heif warns once)."""
+    try:
+        import pillow_heif
+    except ImportError:  # optional at run time: everything else still opens
+        logger.warning("pillow-heif is not installed; HEIC/HEIF photos cannot be read")
+        return False
+    pillow_heif.register_heif_opener()
     return True
 
 
