@@ -13,43 +13,19 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from sharp_blender import conventions, ply, trajectory
+from sharp_blender import trajectory
+from tests.pixel_splats import write_pixel_ply
 
 EXTENSION_MODULE = "bl_ext.user_default.sharp_blender"
 WIDTH, HEIGHT, FOCAL = 48, 32, 40.0
 
 
 def pixel_ply(path: Path, seed: int = 0) -> np.ndarray:
-    """A SHARP PLY with one small opaque splat per pixel, on the pixel-centre ray at a random depth.
-
-    Seen from its own camera it reproduces the returned (H, W, 3) uint8 image.
-    """
-    rng = np.random.default_rng(seed)
+    """A pixel-splat PLY (tests/pixel_splats.py) of a small synthetic image; returns that (H, W, 3) uint8 image."""
     v, u = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     image = np.stack([u / WIDTH, v / HEIGHT, 0.5 + 0.5 * np.sin(u / 5 + v / 3)], -1)
     image = (image * 200 + 20).astype(np.uint8)
-    z = rng.uniform(2.0, 4.0, (HEIGHT, WIDTH)).astype(np.float32)
-    f_dc = conventions.rgb_to_sh_dc(image.reshape(-1, 3).astype(np.float32) / 255)
-    log_scale = np.log(0.25 * z / FOCAL).ravel()
-    n = WIDTH * HEIGHT
-    columns = {
-        "x": ((u + 0.5 - WIDTH / 2) * z / FOCAL).ravel(),
-        "y": ((v + 0.5 - HEIGHT / 2) * z / FOCAL).ravel(),
-        "z": z.ravel(),
-        "f_dc_0": f_dc[:, 0],
-        "f_dc_1": f_dc[:, 1],
-        "f_dc_2": f_dc[:, 2],
-        "opacity": np.full(n, 7.0),
-        "scale_0": log_scale,
-        "scale_1": log_scale,
-        "scale_2": log_scale,
-        "rot_0": np.ones(n),
-        "rot_1": np.zeros(n),
-        "rot_2": np.zeros(n),
-        "rot_3": np.zeros(n),
-    }
-    vertex = ply.structured({k: np.asarray(c, np.float32) for k, c in columns.items()})
-    ply.write_ply(path, vertex, ply.sharp_metadata(FOCAL, (WIDTH, HEIGHT), n, [0.25, 0.5]))
+    write_pixel_ply(path, image, FOCAL, depth_range=(2.0, 4.0), seed=seed)
     return image
 
 

@@ -14,38 +14,7 @@ from sharp_sidecar import conventions as cv
 from sharp_sidecar.errors import BadPlyError, Cancelled
 from sharp_sidecar.video import read_video_info
 
-
-def image_ply(path: Path, image: np.ndarray, focal: float, seed: int = 0) -> np.ndarray:
-    """A SHARP-layout PLY with one small opaque Gaussian per pixel, each at a random depth on its pixel's ray
-    through the centre (u + 0.5, v + 0.5) of the PLY's own camera K = [[f, 0, W/2], [0, f, H/2]].
-
-    Returns the (H, W) depths.
-    """
-    height, width = image.shape[:2]
-    z = np.random.default_rng(seed).uniform(2.0, 6.0, (height, width)).astype(np.float32)
-    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
-    log_scale = np.log(0.25 * z / focal).ravel()  # a quarter pixel: neighbours stay below alpha 1/255
-    f_dc = cv.rgb_to_sh_dc(image.reshape(-1, 3).astype(np.float32) / 255.0)
-    n = height * width
-    columns = {
-        "x": ((u + 0.5 - width / 2) * z / focal).ravel(),
-        "y": ((v + 0.5 - height / 2) * z / focal).ravel(),
-        "z": z.ravel(),
-        "f_dc_0": f_dc[:, 0],
-        "f_dc_1": f_dc[:, 1],
-        "f_dc_2": f_dc[:, 2],
-        "opacity": np.full(n, cv.logit(np.float32(0.999))),
-        "scale_0": log_scale,
-        "scale_1": log_scale,
-        "scale_2": log_scale,
-        "rot_0": np.ones(n),
-        "rot_1": np.zeros(n),
-        "rot_2": np.zeros(n),
-        "rot_3": np.zeros(n),
-    }
-    vertex = ply.structured({k: np.asarray(c, dtype=np.float32) for k, c in columns.items()})
-    ply.write_ply(path, vertex, ply.sharp_metadata(focal, (width, height), n, [0.1, 0.5]))
-    return z
+from tests.pixel_splats import write_pixel_ply
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +26,7 @@ def small_image(reference_images) -> np.ndarray:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def small_ply(tmp_path_factory: pytest.TempPathFactory, small_image: np.ndarray) -> Path:
     path = tmp_path_factory.mktemp("scene") / "pixels.ply"
-    image_ply(path, small_image, focal=140.0)
+    write_pixel_ply(path, small_image, focal=140.0)
     return path
 
 
@@ -70,7 +39,7 @@ def test_pixel_ply_rendered_from_its_camera_reproduces_the_image(tmp_path: Path,
     image = np.asarray(Image.open(reference_images["synth_640x480"]).convert("RGB"))
     height, width = image.shape[:2]
     focal = 500.0
-    depth_truth = image_ply(tmp_path / "pixels.ply", image, focal)
+    depth_truth = write_pixel_ply(tmp_path / "pixels.ply", image, focal)
     scene = render_scene.scene_from_ply(tmp_path / "pixels.ply")
     assert scene.image_wh == (width, height) and scene.focal_px == focal
     rasterizer = render.make_rasterizer(scene, "torch")
@@ -86,7 +55,7 @@ def test_pixel_ply_rendered_from_its_camera_reproduces_the_image(tmp_path: Path,
 
 def test_linear_ply_colours_are_not_converted(tmp_path: Path) -> None:
     image = np.full((8, 8, 3), 200, np.uint8)
-    image_ply(tmp_path / "a.ply", image, focal=10.0)
+    write_pixel_ply(tmp_path / "a.ply", image, focal=10.0)
     contents = ply.read_ply(tmp_path / "a.ply")
     srgb_scene = render_scene.scene_from_ply(tmp_path / "a.ply")
     extras = [(name, contents.elements[name]) for name in contents.elements if name != "vertex"]
