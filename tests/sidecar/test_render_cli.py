@@ -11,7 +11,7 @@ import pytest
 from sharp_sidecar import cli
 from sharp_sidecar.video import read_video_info
 
-from tests.sidecar.test_render import image_ply
+from tests.pixel_splats import write_pixel_ply
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,11 @@ def ply_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("plys")
     v, u = np.mgrid[0:30, 0:40]
     image = np.stack([u * 6, v * 8, (u + v) * 3], -1).astype(np.uint8)
-    image_ply(folder / "a.ply", image, focal=36.0)
-    image_ply(folder / "b.ply", image[::-1].copy(), focal=36.0, seed=1)
+    write_pixel_ply(folder / "a.ply", image, focal=36.0)
+    write_pixel_ply(folder / "b.ply", image[::-1].copy(), focal=36.0, seed=1)
     (folder / "notes.txt").write_text("not a ply")
     (folder / "sub").mkdir()
-    image_ply(folder / "sub" / "deeper.ply", image, focal=36.0)  # not recursive: skipped
+    write_pixel_ply(folder / "sub" / "deeper.ply", image, focal=36.0)  # not recursive: skipped
     return folder
 
 

@@ -19,14 +19,14 @@ from sharp_sidecar.gaussians import Gaussians
 from sharp_sidecar.jobs import Job, JobContext, ModelCache
 from sharp_sidecar.video import read_video_info
 
-from tests.sidecar.test_render import image_ply
+from tests.pixel_splats import write_pixel_ply
 
 
 @pytest.fixture(scope="module")
 def scene_ply(tmp_path_factory: pytest.TempPathFactory, reference_images) -> Path:  # type: ignore[no-untyped-def]
     image = np.asarray(Image.open(reference_images["photo_exif"]).convert("RGB").resize((90, 60)))
     path = tmp_path_factory.mktemp("op") / "photo.ply"
-    image_ply(path, image, focal=80.0)
+    write_pixel_ply(path, image, focal=80.0)
     return path
 
 
