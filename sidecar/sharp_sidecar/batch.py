@@ -63,6 +63,7 @@ def predict_many(
     from .predict import FileResult
 
     precision = loaded.precision or DEFAULT
+    decode_on = precision.decode_device(next(loaded.model.parameters()).device)
     with (
         ThreadPoolExecutor(1, thread_name_prefix="sharp-decode") as decoder,
         ThreadPoolExecutor(1, thread_name_prefix="sharp-write") as writer,
@@ -70,7 +71,7 @@ def predict_many(
 
         def decode(path: Path) -> tuple[Any, float]:
             start = time.perf_counter()
-            photo = imageio.load_rgb(path, focal_mm=focal_mm, focal_px=focal_px)
+            photo = imageio.load_rgb(path, focal_mm=focal_mm, focal_px=focal_px, device=decode_on)
             return photo, time.perf_counter() - start
 
         decoded: collections.deque[Future[tuple[Any, float]]] = collections.deque(

@@ -126,6 +126,8 @@ class PathResult:
     f_px: float = 0.0
     batch_images_per_s: float = 0.0
     ply_parts: dict[str, float] = field(default_factory=dict)
+    decoder: str = "Pillow"
+    decode_difference: tuple[float, int] | None = None  # nvJPEG against Pillow: mean and max |Δ| in levels
 
     def medians(self) -> dict[str, Any]:
         med = statistics.median
@@ -143,7 +145,10 @@ class PathResult:
             peak_forward_gib=self.peak_forward_bytes / GIB,
             weights_gib=self.weights_bytes / GIB,
             batch_images_per_s=self.batch_images_per_s,
+            decoder=self.decoder,
         )
+        if self.decode_difference is not None:
+            out["decode_difference_levels"] = {"mean": self.decode_difference[0], "max": self.decode_difference[1]}
         out.update({f"stage_ply_{name}_s": value for name, value in self.ply_parts.items()})
         return out
 
@@ -179,16 +184,26 @@ def time_forward(model: Any, precision: Precision, image: torch.Tensor, factor: 
     return times
 
 
-def time_ply_parts(prediction: Any, path: Path, runs: int, timer: Timer) -> dict[str, float]:
-    """The PLY stage split: vertex table (GPU math + copy to the host), disparity quantiles, the file write."""
-    parts: dict[str, list[float]] = {"columns": [], "quantiles": [], "write": []}
+def time_ply_parts(prediction: Any, folder: Path, runs: int, timer: Timer) -> dict[str, float]:
+    """The PLY stage split: vertex table (GPU math + copy to the host), disparity quantiles, the file write
+    (a new file), and the same write replacing an existing PLY (ext4 starts writing a file back when it is
+    renamed over another, which costs that write several times more on a slow disk)."""
+    parts: dict[str, list[float]] = {"columns": [], "quantiles": [], "write": [], "write_replacing": []}
     g = prediction.gaussians
-    for _ in range(max(1, runs)):
+    for i in range(max(1, runs)):
         columns_s, vertex = timer(lambda: vertex_columns(g))
         quantiles_s, quantiles = timer(lambda: [float(v) for v in disparity_quantiles(g)])
         extra = ply.sharp_metadata(prediction.f_px, prediction.image_size, len(vertex), quantiles)
-        write_s, _ = timer(lambda v=vertex, e=extra: ply.write_ply(path, v, e))  # type: ignore[misc]
-        for name, value in (("columns", columns_s), ("quantiles", quantiles_s), ("write", write_s)):
+        new_path, replaced = folder / f"part-{i}.ply", folder / "replaced.ply"
+        write_s, _ = timer(lambda v=vertex, e=extra, p=new_path: ply.write_ply(p, v, e))  # type: ignore[misc]
+        new_path.replace(replaced)  # untimed: now there is a file to replace
+        replace_s, _ = timer(lambda v=vertex, e=extra, p=replaced: ply.write_ply(p, v, e))  # type: ignore[misc]
+        for name, value in (
+            ("columns", columns_s),
+            ("quantiles", quantiles_s),
+            ("write", write_s),
+            ("write_replacing", replace_s),
+        ):
             parts[name].append(value)
     return {name: statistics.median(values) for name, values in parts.items()}
 
@@ -247,12 +262,15 @@ def run_path(
     precision, result.prepare_s = fastpath.prepare(model, precision)
     if not precision.compile and result.prepare_s:
         result.precision += " (compile failed: eager)"
-    ply_path = out_dir / f"bench-{precision.name}.ply"
+    ply_dir = out_dir / f"plys-{precision.name}"
+    ply_dir.mkdir(exist_ok=True)
+    decode_on = precision.decode_device(device)
 
-    def photo_to_ply() -> tuple[dict[str, float], Any]:
+    def photo_to_ply(ply_path: Path) -> tuple[dict[str, float], Any]:
         begin = time.perf_counter()
-        photo = imageio.load_rgb(photo_path)
+        photo = imageio.load_rgb(photo_path, device=decode_on)
         decode_s = time.perf_counter() - begin
+        result.decoder = "nvJPEG" if isinstance(photo.rgb, torch.Tensor) else "Pillow"
         prediction = predict(model, photo.rgb, photo.f_px, precision=precision)
         to_gaussians = time.perf_counter() - begin
         save_prediction(prediction, ply_path)
@@ -262,7 +280,9 @@ def run_path(
     for i in range(warmup + runs):
         if device.type == "cuda" and i == warmup:
             torch.cuda.reset_peak_memory_stats(device)
-        total, (stages, prediction) = timer(photo_to_ply)
+        ply_path = ply_dir / f"{i}.ply"  # a new file each run, as for a new photo (replacing one: ply_parts)
+        total, (stages, prediction) = timer(lambda p=ply_path: photo_to_ply(p))  # type: ignore[misc]
+        ply_path.unlink()
         if i == 0:
             result.first_call_s = total
         if i < warmup:
@@ -272,10 +292,16 @@ def run_path(
         result.photo_to_gaussians.append(stages["photo_to_gaussians"])
         result.photo_to_ply.append(total)
     result.peak_forward_bytes = _peak(device) if runs else 0
-    photo = imageio.load_rgb(photo_path)
+    photo = imageio.load_rgb(photo_path)  # Pillow's pixels: the error figures compare paths on the same input
+    if decode_on is not None:
+        decoded = imageio.load_rgb(photo_path, device=decode_on).rgb
+        if isinstance(decoded, torch.Tensor):
+            difference = np.abs(decoded.cpu().numpy().astype(np.int16) - np.asarray(photo.rgb, dtype=np.int16))
+            result.decode_difference = (float(difference.mean()), int(difference.max()))
+    prediction = predict(model, photo.rgb, photo.f_px, precision=precision)
     image, factor = preprocess(photo.rgb, photo.f_px, model.config.resolution, device)
     result.forward = time_forward(model, precision, image, factor, runs)
-    result.ply_parts = time_ply_parts(prediction, ply_path, runs, Timer(device))
+    result.ply_parts = time_ply_parts(prediction, ply_dir, runs, Timer(device))
     if batch > 1:
         result.batch_images_per_s = time_batch(model, precision, photo_path, batch, out_dir)
     if profile_dir is not None and device.type == "cuda" and precision.name != "fp32":
@@ -347,7 +373,8 @@ def format_table(report: dict[str, Any]) -> str:
     rows: list[tuple[str, list[str]]] = []
     for stage in PHOTO_STAGES:
         rows.append((f"  {stage}", [_ms(paths[n].get(f"stage_{stage}_s")) for n in names]))
-    for part in ("columns", "quantiles", "write"):
+    rows.append(("  decoder", [paths[n].get("decoder", "-") for n in names]))
+    for part in ("columns", "quantiles", "write", "write_replacing"):
         rows.append((f"    ply: {part}", [_ms(paths[n].get(f"stage_ply_{part}_s")) for n in names]))
     rows += [
         ("forward (events)", [_ms(paths[n].get("forward_s")) for n in names]),

@@ -304,7 +304,8 @@ def unproject(gaussians: Gaussians, f_px: float, image_size: tuple[int, int], me
     A = unprojection_matrix(f_px, image_size).to(gaussians.means.device)
     if method == "compiled":  # the whole step in one compiled graph; A is an input, so no recompile per photo
         g = gaussians
-        means, singular_values, quaternions = _compiled_unproject()(g.means, g.singular_values, g.quaternions, A)
+        diagonal = A.diagonal().contiguous()
+        means, singular_values, quaternions = _compiled_unproject()(g.means, g.singular_values, g.quaternions, diagonal)
         return replace(gaussians, means=means, singular_values=singular_values, quaternions=quaternions)
     means = gaussians.means @ A.T
     cov = A @ covariances(gaussians) @ A.T
@@ -313,15 +314,23 @@ def unproject(gaussians: Gaussians, f_px: float, image_size: tuple[int, int], me
 
 
 def _unproject_tensors(
-    means: torch.Tensor, singular_values: torch.Tensor, quaternions: torch.Tensor, A: torch.Tensor
+    means: torch.Tensor, singular_values: torch.Tensor, quaternions: torch.Tensor, a: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`unproject` on plain tensors (the closed form, unchunked), for torch.compile."""
+    """:func:`unproject` on plain tensors, for torch.compile; ``a`` is the diagonal of the unprojection matrix.
+
+    The 3×3 products are written element-wise (A is diagonal, so A·Σ·Aᵀ = Σ ∘ a·aᵀ): Inductor fuses them into
+    the decomposition's kernels, where batched ``@`` would go to cuBLAS as 1.2 M tiny matrix products (4.4 ms
+    of a 5.6 ms unprojection on an H100).
+    """
     R = quaternion_to_matrix(quaternions)
-    cov = A @ ((R * singular_values[..., None, :].square()) @ R.transpose(-1, -2)) @ A.T
+    variances = singular_values.square()
+    # Σ_ij = Σ_k R_ik s_k² R_jk, then scaled by a_i a_j.
+    cov = (R[..., :, None, :] * R[..., None, :, :] * variances[..., None, None, :]).sum(-1)
+    cov = cov * (a[:, None] * a[None, :])
     flat = cov.reshape(-1, 3, 3).to(decomposition_dtype(cov.device))
     scales, quats = _factors(symmetric_eigen, (flat + flat.transpose(-1, -2)) / 2)
     batch_shape = cov.shape[:-2]
-    return means @ A.T, scales.reshape(*batch_shape, 3), quats.reshape(*batch_shape, 4)
+    return means * a, scales.reshape(*batch_shape, 3), quats.reshape(*batch_shape, 4)
 
 
 @functools.cache

@@ -25,13 +25,16 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .conventions import diagonal_35mm_mm
 from .errors import BadImageError, BadRequestError
+
+if TYPE_CHECKING:  # torch is imported only where the pixels are decoded on a GPU
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ ALPHA_BACKGROUND = (255, 255, 255)
 _EXIF_IFD = 0x8769
 _TAG_FOCAL_LENGTH = 0x920A
 _TAG_FOCAL_35MM = 0xA405
+_TAG_ORIENTATION = 0x0112
 _HEIF_SUFFIXES = (".heic", ".heif", ".hif")
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 _PREMULTIPLIED_MODES = ("RGBa", "La")
@@ -56,7 +60,8 @@ class LoadedImage:
     """An upright photo as the model sees it.
 
     Attributes:
-        rgb: (H, W, 3) uint8, sRGB-encoded, orientation applied.
+        rgb: (H, W, 3) uint8, sRGB-encoded, orientation applied: a numpy array, or a torch tensor on the GPU
+            when it was decoded there (``load_rgb(device=...)``).
         f_px: focal length in pixels of this W x H image (float64).
         focal_source: where the focal length came from.
         focal_35mm: the 35 mm-equivalent focal length used, in mm (None when given as focal_px).
@@ -65,7 +70,7 @@ class LoadedImage:
         icc: the embedded ICC profile (bytes), not applied; None when absent.
     """
 
-    rgb: np.ndarray
+    rgb: np.ndarray | torch.Tensor
     f_px: float
     focal_source: FocalSource
     focal_35mm: float | None
@@ -193,21 +198,42 @@ def _to_rgb8(image: Image.Image, warnings: list[str]) -> np.ndarray:
 
 
 def _open(path: Path) -> Image.Image:
+    """Open lazily: the header and metadata are read, the pixels only by ``load()``."""
     if path.suffix.lower() in _HEIF_SUFFIXES and not register_heif():
         raise BadImageError(f"{path}: HEIC/HEIF needs pillow-heif; install it with `pip install pillow-heif`")
     register_heif()  # HEIF content under any other suffix opens too
-    image = Image.open(path)
-    image.load()
-    return image
+    return Image.open(path)
 
 
-def load_rgb(path: str | os.PathLike[str], focal_mm: float | None = None, focal_px: float | None = None) -> LoadedImage:
+def _decode_on_device(path: Path, raw: Image.Image, device: torch.device) -> torch.Tensor | None:
+    """Upright pixels of a plain colour JPEG decoded on a CUDA device (nvJPEG), or None for Pillow to decode."""
+    if device.type != "cuda" or raw.format != "JPEG" or raw.mode != "RGB":
+        return None
+    from . import gpu_jpeg
+
+    if not gpu_jpeg.available():
+        return None
+    try:
+        orientation = int(raw.getexif().get(_TAG_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block: Pillow's path reports it
+        return None
+    return gpu_jpeg.decode(path.read_bytes(), orientation, raw.size, device)
+
+
+def load_rgb(
+    path: str | os.PathLike[str],
+    focal_mm: float | None = None,
+    focal_px: float | None = None,
+    device: torch.device | None = None,
+) -> LoadedImage:
     """Read a photo, upright, as uint8 RGB with its focal length in pixels.
 
     Args:
         path: any image Pillow reads, or HEIC/HEIF.
         focal_mm: 35 mm-equivalent focal length in mm overriding the EXIF data.
         focal_px: focal length in pixels of the upright image, overriding everything else.
+        device: a CUDA device to decode colour JPEGs on (nvJPEG, see :mod:`gpu_jpeg`); the pixels are then a
+            tensor on it. Anything else, or without torchvision, is decoded by Pillow into a numpy array.
 
     Returns:
         The pixels (H, W, 3) uint8 and f_px = f35 · hypot(W, H) / hypot(36, 24), float64.
@@ -226,16 +252,20 @@ def load_rgb(path: str | os.PathLike[str], focal_mm: float | None = None, focal_
     warnings: list[str] = []
     try:
         with _open(path) as raw:
+            pixels = _decode_on_device(path, raw, device) if device is not None else None
+            if pixels is None:
+                raw.load()
             try:
                 tags = _exif_tags(raw)
-                upright = ImageOps.exif_transpose(raw)  # all 8 orientations, mirrored ones included
+                # All 8 orientations, mirrored ones included (the device decode applied its own already).
+                upright = raw if pixels is not None else ImageOps.exif_transpose(raw)
             except Exception as exc:  # a broken EXIF block should not cost the picture itself
                 logger.debug("EXIF of %s unreadable", path, exc_info=True)
                 warnings.append(f"EXIF data unreadable ({exc}); orientation and focal length not used")
                 tags = {}
                 upright = raw.copy()
             icc = raw.info.get("icc_profile") or None
-        rgb = _to_rgb8(upright, warnings)
+        rgb: np.ndarray | torch.Tensor = pixels if pixels is not None else _to_rgb8(upright, warnings)
     except BadImageError:
         raise
     except UnidentifiedImageError:
@@ -262,7 +292,8 @@ def load_rgb(path: str | os.PathLike[str], focal_mm: float | None = None, focal_
     for message in warnings:
         logger.info("%s: %s", path.name, message)  # returned too: the caller decides how to show them
     return LoadedImage(
-        rgb=np.require(rgb, requirements=("C", "W")),  # Pillow's arrays are read-only; torch wants writable
+        # Pillow's arrays are read-only; torch wants writable ones.
+        rgb=rgb if not isinstance(rgb, np.ndarray) else np.require(rgb, requirements=("C", "W")),
         f_px=float(f),
         focal_source=source,
         focal_35mm=f35,

@@ -63,15 +63,21 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def preprocess(
-    rgb: np.ndarray, f_px: float, resolution: int, device: torch.device, dtype: torch.dtype = torch.float32
+    rgb: np.ndarray | torch.Tensor,
+    f_px: float,
+    resolution: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H, W, 3) uint8 + f_px -> image (1, 3, R, R) in [0, 1] and disparity_factor (1,) = f_px / W.
+    """(H, W, 3) uint8 (numpy, or a tensor on any device) + f_px -> image (1, 3, R, R) in [0, 1] and
+    disparity_factor (1,) = f_px / W.
 
     The resize stretches (aspect ratio not kept), bilinear with align_corners=True, no antialiasing, as upstream.
     """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].to(dtype) / 255.0
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, torch.uint8):
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {tuple(rgb.shape)} {rgb.dtype}")
+    pixels = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(rgb))
+    image = pixels.to(device).permute(2, 0, 1)[None].to(dtype) / 255.0
     image = F.interpolate(image, size=(resolution, resolution), mode="bilinear", align_corners=True)
     disparity_factor = torch.tensor([f_px / rgb.shape[1]], dtype=dtype, device=device)
     return image, disparity_factor
@@ -113,7 +119,7 @@ def _oom_as_error(device: torch.device) -> Iterator[None]:
 
 def predict(
     model: RGBGaussianPredictor,
-    rgb: np.ndarray,
+    rgb: np.ndarray | torch.Tensor,
     f_px: float,
     *,
     precision: Precision = DEFAULT,
@@ -125,7 +131,7 @@ def predict(
 
     Args:
         model: a loaded predictor in eval mode.
-        rgb: (H, W, 3) uint8 sRGB pixels.
+        rgb: (H, W, 3) uint8 sRGB pixels: numpy, or a tensor (on the model's device after a GPU decode).
         f_px: focal length of this image [px].
         precision: the precision policy.
         progress: called at the start of each stage and at the end ("done", 1.0).

@@ -46,6 +46,9 @@ class Precision:
         compile: torch.compile the ViT blocks, decoders and heads (CUDA only; compiled once per process).
         cudnn_benchmark: let cuDNN time its algorithms on the first call of each shape (seconds, once).
         cuda_graphs: compile with CUDA graphs (``reduce-overhead``): replays instead of kernel launches.
+        fused_kernels: on CUDA, GELU in fc1's GEMM epilogue and cuDNN's fused convolution + bias + ReLU
+            (see fastpath.use_fused_kernels); GELU becomes its tanh form, within 5e-4.
+        gpu_jpeg: decode colour JPEGs with nvJPEG on the GPU (see gpu_jpeg) instead of Pillow on the CPU.
     """
 
     name: str
@@ -56,11 +59,25 @@ class Precision:
     compile: bool = False
     cudnn_benchmark: bool = False
     cuda_graphs: bool = False
+    fused_kernels: bool = False
+    gpu_jpeg: bool = False
+
+    def decode_device(self, device: torch.device) -> torch.device | None:
+        """Where photos are decoded for this policy on ``device``: the GPU itself, or None for Pillow."""
+        return device if self.gpu_jpeg and device.type == "cuda" else None
 
 
 def _fast(name: str, dtype: torch.dtype, compile: bool, graphs: bool = False) -> Precision:
     return Precision(
-        name, dtype, allow_tf32=True, channels_last=True, compile=compile, cudnn_benchmark=True, cuda_graphs=graphs
+        name,
+        dtype,
+        allow_tf32=True,
+        channels_last=True,
+        compile=compile,
+        cudnn_benchmark=True,
+        cuda_graphs=graphs,
+        fused_kernels=True,
+        gpu_jpeg=True,
     )
 
 

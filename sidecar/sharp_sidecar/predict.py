@@ -136,11 +136,12 @@ def predict_file(
     start = time.perf_counter()
     if progress is not None:
         progress("read_image", 0.0, Path(image).name)
-    photo = imageio.load_rgb(image, focal_mm=focal_mm, focal_px=focal_px)
+    precision = loaded.precision or DEFAULT
+    decode_on = precision.decode_device(next(loaded.model.parameters()).device)
+    photo = imageio.load_rgb(image, focal_mm=focal_mm, focal_px=focal_px, device=decode_on)
     read_s = time.perf_counter() - start
     # The network stages take almost all the time; leave the first and last 2 % to reading and writing.
     scaled = None if progress is None else _scaled(progress, 0.02, 0.96)
-    precision = loaded.precision or DEFAULT
     prediction = predict(loaded.model, photo.rgb, photo.f_px, precision=precision, progress=scaled, cancelled=cancelled)
     check("ply")
     if progress is not None:

@@ -108,6 +108,7 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.Sequential(*(Block(dim, num_heads, mlp_ratio) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.head = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
+        self.channels_last_maps = False  # see to_feature_map
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 3, S, S) image -> (n, 1 + grid², dim) tokens: patches, class token first, plus position."""
@@ -141,8 +142,12 @@ class VisionTransformer(nn.Module):
         return self.forward_intermediates(x)[0]
 
     def to_feature_map(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Drop the class token and reshape row-major: (n, 1 + grid², dim) -> (n, dim, grid, grid)."""
+        """Drop the class token and reshape row-major: (n, 1 + grid², dim) -> (n, dim, grid, grid).
+
+        Contiguous (as timm's forward_intermediates) unless ``channels_last_maps`` is set: a channels-last map
+        would send the Gaussian heads' GroupNorms to torch's channels-last CPU kernel, ~15x less accurate in
+        float32. The channels-last fast path sets it, and gets the token grid as an NHWC view without a copy.
+        """
         n, _, dim = tokens.shape
-        # Contiguous (as timm's forward_intermediates): a permuted, channels-last map would send the Gaussian
-        # heads' GroupNorms to torch's channels-last CPU kernel, ~15x less accurate in float32.
-        return tokens[:, 1:].reshape(n, self.grid, self.grid, dim).permute(0, 3, 1, 2).contiguous()
+        grid = tokens[:, 1:].reshape(n, self.grid, self.grid, dim).permute(0, 3, 1, 2)
+        return grid if self.channels_last_maps else grid.contiguous()
