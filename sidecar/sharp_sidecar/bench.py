@@ -235,6 +235,17 @@ def profile_forward(model: Any, precision: Precision, image: torch.Tensor, facto
         torch.cuda.synchronize(image.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
+    # The same forward by operator and input shape: which layer a copy or an element-wise pass belongs to.
+    with (
+        inference_mode(precision, image.device),
+        profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof,
+    ):
+        model(image, factor)
+        torch.cuda.synchronize(image.device)
+    table = prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cuda_time_total", row_limit=50, max_name_column_width=50, max_shapes_column_width=110
+    )
+    path.with_name(path.stem + "-shapes.txt").write_text(table)
 
 
 def run_path(

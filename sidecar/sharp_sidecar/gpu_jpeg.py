@@ -10,6 +10,7 @@ falls back to Pillow.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 from collections.abc import Callable
 
@@ -76,3 +77,18 @@ def decode(data: bytes, orientation: int, size: tuple[int, int], device: torch.d
         logger.info("nvJPEG decoded %s for a %dx%d JPEG; Pillow decodes it", tuple(chw.shape), *size)
         return None
     return orient(chw.permute(1, 2, 0), orientation)
+
+
+def warm_up(device: torch.device) -> bool:
+    """Import torchvision and start nvJPEG on ``device`` with a tiny JPEG, so the first photo does not wait for
+    it (about a second); returns whether the GPU decoder works. Called when a fast-path model is prepared."""
+    from PIL import Image
+
+    if device.type != "cuda" or not available():
+        return False
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 120, 40)).save(buffer, format="JPEG")
+    pixels = decode(buffer.getvalue(), 1, (16, 16), device)
+    if pixels is not None:
+        torch.cuda.synchronize(device)
+    return pixels is not None
