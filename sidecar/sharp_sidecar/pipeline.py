@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -117,6 +117,41 @@ def _oom_as_error(device: torch.device) -> Iterator[None]:
         ) from exc
 
 
+class _StageClock:
+    """Stage durations without stalling the GPU: CUDA events at stage ends, read once at the end.
+
+    Synchronising after every stage (the obvious way) leaves the GPU idle while the CPU launches the next
+    stage's first kernels: ~5 ms per photo on the H100 fast path. Elsewhere: wall time at each stage end.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.names: list[str] = []
+        self.marks: list[Any] = []
+        self.start: Any = self._now()
+
+    def _now(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def mark(self, name: str) -> None:
+        self.names.append(name)
+        self.marks.append(self._now())
+
+    def seconds(self) -> dict[str, float]:
+        if self.cuda and self.marks:
+            self.marks[-1].synchronize()
+        times: dict[str, float] = {}
+        previous = self.start
+        for name, mark in zip(self.names, self.marks, strict=True):
+            times[name] = previous.elapsed_time(mark) / 1000.0 if self.cuda else mark - previous
+            previous = mark
+        return times
+
+
 def predict(
     model: RGBGaussianPredictor,
     rgb: np.ndarray | torch.Tensor,
@@ -143,8 +178,7 @@ def predict(
     """
     device = next(model.parameters()).device
     height, width = int(rgb.shape[0]), int(rgb.shape[1])
-    timings: dict[str, float] = {}
-    clock = [time.perf_counter()]
+    clock = _StageClock(device)
 
     def stage(name: str) -> None:
         if cancelled is not None and cancelled():
@@ -152,13 +186,7 @@ def predict(
         if progress is not None:
             progress(name, _STAGE_START[name], f"{name} ({width}x{height} photo)")
 
-    def done(name: str) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # stage times are wall times of finished GPU work
-        now = time.perf_counter()
-        timings[name] = now - clock[0]
-        clock[0] = now
-
+    done = clock.mark
     with _oom_as_error(device), inference_mode(precision, device):
         stage("resize")
         # The photo stays float32 (the initializer's colours); the network casts to its own dtype.
@@ -182,6 +210,7 @@ def predict(
         method = "compiled" if precision.compile and device.type == "cuda" else "closed_form"
         metric = unproject(ndc, f_px, (width, height), method)
         done("unprojection")
+        timings = clock.seconds()  # waits for the GPU: the Gaussians are ready when predict returns
     if progress is not None:
         progress("done", 1.0, f"{sum(timings.values()):.1f} s")
     logger.info("predicted %d Gaussians: %s", metric.num_gaussians, _format(timings))

@@ -84,7 +84,8 @@ def test_fused_kernels_keep_parameters_and_compute_the_same_function() -> None:
     counts = fastpath.use_fused_kernels(fused)
     mlps = sum(isinstance(m, vit.Mlp) for m in model.modules())
     assert counts["mlp"] == mlps > 0 and counts["conv_relu"] > 0
-    assert fastpath.use_fused_kernels(fused) == {"mlp": 0, "conv_relu": 0}  # idempotent
+    assert counts["patch_embed"] == 2 and counts["conv_transpose"] > 0
+    assert not any(fastpath.use_fused_kernels(fused).values())  # idempotent
     assert not any(isinstance(m, vit.Mlp) for m in fused.modules())
     before, after = model.state_dict(), fused.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -115,6 +116,28 @@ def test_fused_modules_against_their_formulas() -> None:
     assert torch.allclose(got, exact, atol=1e-6) or torch.allclose(got, tanh_form, atol=1e-6)
     with pytest.raises(ValueError, match="bias"):
         fastpath.Conv2dReLU(nn.Conv2d(2, 2, 3, bias=False))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gemm_patch_embed_and_bias_after_transposed_conv_are_the_convolutions(layout: torch.memory_format) -> None:
+    torch.manual_seed(6)
+    embed = vit.PatchEmbed(4, 10).to(memory_format=layout)  # type: ignore[call-overload]
+    x = torch.randn(3, 3, 16, 12).to(memory_format=layout)
+    deconv = nn.ConvTranspose2d(5, 7, 2, stride=2).to(memory_format=layout)  # type: ignore[call-overload]
+    maps = torch.randn(2, 5, 6, 4).to(memory_format=layout)
+    with torch.no_grad():
+        got, expected = fastpath.GemmPatchEmbed(embed)(x), embed(x)
+        assert got.shape == expected.shape == (3, 12, 10)
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert torch.allclose(fastpath.ConvTranspose2dBiasAfter(deconv)(maps), deconv(maps), atol=1e-6)
+    with pytest.raises(ValueError, match="non-overlapping"):
+        fastpath.GemmPatchEmbed(_overlapping_embed())
+
+
+def _overlapping_embed() -> vit.PatchEmbed:
+    embed = vit.PatchEmbed(4, 10)
+    embed.proj = nn.Conv2d(3, 10, 4, stride=2)
+    return embed
 
 
 def test_load_predictor_bf16_channels_last(tiny_state_dict: dict[str, torch.Tensor]) -> None:
