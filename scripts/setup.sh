@@ -22,8 +22,9 @@ echo "== sidecar environment: $VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet)
 "${PIP[@]}" --upgrade pip
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    echo "   NVIDIA GPU found: CUDA build of torch, plus gsplat for previews"
-    "${PIP[@]}" "$TORCH"
+    echo "   NVIDIA GPU found: CUDA build of torch, torchvision (nvJPEG photo decoding), gsplat for previews"
+    # One resolve for both: torchvision pins the exact torch it was built for.
+    "${PIP[@]}" "$TORCH" torchvision
     EXTRAS="[cuda]"
 else
     echo "   no NVIDIA GPU: CPU build of torch"

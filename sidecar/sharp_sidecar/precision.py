@@ -5,7 +5,8 @@ Policies (:data:`POLICIES`):
 - ``fp32``: float32 everywhere with TF32 off, so CUDA results match the CPU reference to ~1e-5 (the
   reference's own CUDA default lets cuDNN use TF32, which costs ~1e-3).
 - ``bf16``: the fast path, default on CUDA. The ViTs and both decoders hold bfloat16 weights and run in
-  bfloat16 (flash attention through SDPA, channels_last convolutions, torch.compile'd blocks); depth
+  bfloat16 (flash attention through SDPA, channels_last convolutions, torch.compile'd blocks, GELU in the
+  GEMM epilogue, cuDNN's fused convolution + ReLU; JPEGs decoded by nvJPEG on the GPU); depth
   inversion, the initializer's normalisation, the composer and the unprojection stay float32 (float64 for
   the covariance decomposition), as the spec's delicate points need.
 - ``bf16-eager``: ``bf16`` without torch.compile (no compile wait; for machines without a working Triton).
