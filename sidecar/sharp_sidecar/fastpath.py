@@ -193,11 +193,11 @@ class ConvTranspose2dBiasAfter(nn.Module):
 
     def __init__(self, conv: nn.ConvTranspose2d) -> None:
         super().__init__()
-        if conv.bias is None or conv.padding_mode != "zeros":
-            raise ValueError("ConvTranspose2dBiasAfter needs a zero-padded transposed convolution with a bias")
+        if conv.bias is None or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(
+                "ConvTranspose2dBiasAfter needs a zero-padded transposed convolution with a bias and numeric padding"
+            )
         self.weight, self.bias = conv.weight, conv.bias
-        if isinstance(conv.padding, str):
-            raise ValueError("ConvTranspose2dBiasAfter needs numeric padding")
         self.stride, self.padding, self.output_padding = conv.stride, conv.padding, conv.output_padding
         self.groups, self.dilation = conv.groups, conv.dilation
 
