@@ -28,7 +28,7 @@ SHARP_SPLATS = 2 * 768 * 768
 
 def synthetic_ply(path: Path, count: int, seed: int = 0) -> None:
     """A SHARP-layout PLY with plausible values (depths 0.5-20 m, pancake scales, unit quaternions)."""
-    from sharp_blender import ply
+    from sharp_blender.io import ply
 
     rng = np.random.default_rng(seed)
     width, height, f = 1536, 1152, 1300.0

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Validate blender_manifest.toml and build the installable extension zip.
 
-The package ``sharp_blender/`` and the top-level ``blender_manifest.toml`` are staged into
-``build/extension/`` (links resolved), then validated and zipped with Blender's own tooling:
+The package ``sharp_blender/``, the top-level ``blender_manifest.toml`` and the sidecar's source (as
+``sidecar/``, for the in-Blender runtime installer) are staged into ``build/extension/``, then
+validated and zipped with Blender's own tooling:
 ``blender_ext.py`` from the ``bpy`` wheel when importable, else ``blender --command extension``.
 
 Usage: python scripts/build_extension.py [--out-dir dist] [--validate-only] [--blender PATH]
@@ -38,11 +39,24 @@ def find_blender(explicit: str | None) -> str | None:
     return explicit or os.environ.get("BLENDER") or shutil.which("blender")
 
 
+SIDECAR_FILES = ("pyproject.toml", "setup.py", "README.md")
+CACHES = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info")
+
+
 def stage(staging: Path) -> Path:
+    """The add-on package (its ``io/`` included), the manifest, and the sidecar's source as ``sidecar/``.
+
+    The runtime installer runs ``pip install <extension>/sidecar``; the sidecar's setup.py then finds the
+    shared modules in ``<extension>/io``, so the zip holds each of them once.
+    """
     if staging.exists():
         shutil.rmtree(staging)
-    shutil.copytree(ROOT / "sharp_blender", staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    shutil.copytree(ROOT / "sharp_blender", staging, ignore=CACHES)
     shutil.copy2(ROOT / "blender_manifest.toml", staging / "blender_manifest.toml")
+    sidecar = staging / "sidecar"
+    shutil.copytree(ROOT / "sidecar" / "sharp_sidecar", sidecar / "sharp_sidecar", ignore=CACHES)
+    for name in SIDECAR_FILES:
+        shutil.copy2(ROOT / "sidecar" / name, sidecar / name)
     return staging
 
 

@@ -4,7 +4,7 @@
 Meant for the GPU machine, which cannot see ../shared: copy make_weights.py, sharp_state_dict_keys.tsv, the two
 images and the two npz files into a git-ignored folder (default .bench/) and run
 
-    PYTHONPATH=sidecar python3 scripts/gpu_fp32_check.py --bench-dir .bench
+    PYTHONPATH=/tmp/sidecar-site (after: python3 -m pip install --no-deps --no-build-isolation --target /tmp/sidecar-site ./sidecar) python3 scripts/gpu_fp32_check.py --bench-dir .bench
 
 It regenerates the reference weights with make_weights.py (their checksum is compared with the README's: if the
 local torch's randn stream differs, the npz comparison is meaningless and says so), runs both reference images with

@@ -1,7 +1,7 @@
 # ruff: noqa: B023  (the benchmark closures run inside their own loop iteration)
 """Micro-benchmarks behind the fast path's choices (GPU machine): each candidate beside what it would replace.
 
-Usage (device machine, repo root): PYTHONPATH=sidecar python3 scripts/gpu_probe.py [--only gelu,conv,unproject,jpeg,disk]
+Usage (device machine, repo root): PYTHONPATH=/tmp/sidecar-site (after: python3 -m pip install --no-deps --no-build-isolation --target /tmp/sidecar-site ./sidecar) python3 scripts/gpu_probe.py [--only gelu,conv,unproject,jpeg,disk]
 
 - gelu: the ViT's fc1 + exact GELU as Inductor runs it (cuBLAS GEMM, then a Triton GELU pass) against cuBLASLt's
   GELU epilogue (``torch._addmm_activation``, tanh form) and the bare GEMM.

@@ -11,7 +11,7 @@ The scenes are synthetic but SHARP-shaped (two layers of a 768x768 grid unprojec
 scales ~ depth/384, opacities 0.2-0.85), so they need no reference files. A short table is printed
 last; the full numbers go to ``--out``/gpu_render_check.json.
 
-    PYTHONPATH=sidecar TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python scripts/gpu_render_check.py --out DIR
+    PYTHONPATH=/tmp/sidecar-site (after: python3 -m pip install --no-deps --no-build-isolation --target /tmp/sidecar-site ./sidecar) TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python scripts/gpu_render_check.py --out DIR
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sharp_sidecar import colormap, conventions, ply, render, render_scene, trajectory
+from sharp_sidecar import colormap, render, render_scene
+from sharp_sidecar.io import conventions, ply, trajectory
 
 N_SIDE = 768  # SHARP's Gaussian grid per layer: 2 x 768 x 768 = 1,179,648
 

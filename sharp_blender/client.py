@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import protocol
+from .io import protocol
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import os
 import bpy
 import numpy as np
 
-from . import importer, placement, ply, splat
+from . import importer, placement, splat
+from .io import ply
 
 logger = logging.getLogger(__name__)
 

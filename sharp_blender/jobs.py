@@ -21,7 +21,8 @@ from typing import Any
 
 import bpy
 
-from . import client, importer, prefs, protocol
+from . import client, importer, prefs
+from .io import protocol
 
 logger = logging.getLogger(__name__)
 

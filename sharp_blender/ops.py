@@ -11,7 +11,8 @@ from typing import Any
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import client, exporter, importer, jobs, placement, ply, prefs, props
+from . import client, exporter, importer, jobs, placement, prefs, props
+from .io import ply
 
 logger = logging.getLogger(__name__)
 

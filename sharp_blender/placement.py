@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conventions import OPENCV_TO_BLENDER
+from .io.conventions import OPENCV_TO_BLENDER
 
 FLIP = np.array(OPENCV_TO_BLENDER, dtype=np.float64)
 DEFAULT_SENSOR_MM = 36.0

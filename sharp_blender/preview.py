@@ -24,7 +24,8 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import camera, client, importer, jobs, placement, prefs, protocol, trajectory
+from . import camera, client, importer, jobs, placement, prefs
+from .io import protocol, trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def source_ply(splat_obj: bpy.types.Object, scratch: Path, from_mesh: bool = Fal
     file is gone, or when its point count differs from the mesh's."""
     source = splat_obj.data.get(importer.PROP_SOURCE)
     if not from_mesh and source and Path(source).is_file():
-        from . import ply
+        from .io import ply
 
         try:
             count = ply.read_ply(source).vertex.shape[0]

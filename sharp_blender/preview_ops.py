@@ -14,7 +14,8 @@ from typing import Any
 
 import bpy
 
-from . import client, jobs, preview, trajectory, ui
+from . import client, jobs, preview, ui
+from .io import trajectory
 
 logger = logging.getLogger(__name__)
 

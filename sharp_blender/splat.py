@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import conventions, ply
+from .io import conventions, ply
 
 logger = logging.getLogger(__name__)
 

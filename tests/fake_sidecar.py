@@ -1,4 +1,4 @@
-"""A small stand-in for ``sharp serve`` that speaks sharp_blender/protocol.py without torch.
+"""A small stand-in for ``sharp serve`` that speaks sharp_blender/io/protocol.py without torch.
 
 ``predict`` reads the photo with Pillow and writes a valid SHARP-layout PLY: one opaque splat per 2x2
 pixel block, at a known depth (``--depth``, metres) on the block's centre ray, coloured with the block's
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from sharp_blender import conventions, ply, protocol  # noqa: E402
+from sharp_blender.io import conventions, ply, protocol  # noqa: E402
 
 VERSION = "0.0-fake"
 

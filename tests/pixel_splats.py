@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sharp_blender import conventions, ply
+from sharp_blender.io import conventions, ply
 
 
 def write_pixel_ply(

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import imageio, ply
+from . import imageio
 from .gaussians import disparity_quantiles, vertex_columns
+from .io import ply
 from .pipeline import predict
 from .precision import DEFAULT
 

@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import fastpath, imageio, ply
+from . import fastpath, imageio
 from .checkpoint import load_state_dict_file
 from .gaussians import Gaussians, covariances, disparity_quantiles, vertex_columns
+from .io import ply
 from .model import create_predictor
 from .model.checkpoint import is_tolerated
 from .pipeline import predict, preprocess, resolve_device, save_prediction

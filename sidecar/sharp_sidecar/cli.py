@@ -119,7 +119,7 @@ def add_serve(subparsers: Subparsers) -> None:
         help="the Blender add-on's sidecar: JSON lines on stdin/stdout",
         description=(
             "Run as the add-on's persistent sidecar: requests arrive as JSON lines on stdin, events leave on "
-            "stdout, logs go to stderr (protocol: sharp_sidecar.protocol). Opens no network port."
+            "stdout, logs go to stderr (protocol: sharp_sidecar.io.protocol). Opens no network port."
         ),
     )
     precision_option(p)

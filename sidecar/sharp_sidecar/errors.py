@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import protocol
+from .io import protocol
 
 
 class SharpError(Exception):

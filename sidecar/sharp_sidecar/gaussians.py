@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from . import conventions, ply
+from .io import conventions, ply
 
 logger = logging.getLogger(__name__)
 

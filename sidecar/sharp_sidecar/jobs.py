@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import protocol
 from .errors import BadRequestError, Cancelled
+from .io import protocol
 
 logger = logging.getLogger(__name__)
 

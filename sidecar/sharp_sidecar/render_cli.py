@@ -96,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
     """The ``sharp render`` command. Returns 0 when every PLY rendered, 1 otherwise."""
     from tqdm import tqdm
 
-    from . import render, render_scene, trajectory
+    from . import render, render_scene
     from .errors import SharpError
+    from .io import trajectory
 
     source = Path(args.input)
     if not source.exists():

@@ -1,4 +1,4 @@
-"""The sidecar's ``render`` op (see :mod:`sharp_sidecar.protocol`): cameras in, videos out.
+"""The sidecar's ``render`` op (see :mod:`sharp_sidecar.io.protocol`): cameras in, videos out.
 
 Params:
     ``ply``           a PLY path; omitted or null = the last prediction of this sidecar (its Gaussians
@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from . import render, render_scene, trajectory
+from . import render, render_scene
 from .errors import BadRequestError
+from .io import trajectory
 
 logger = logging.getLogger(__name__)
 

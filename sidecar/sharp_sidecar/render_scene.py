@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from . import conventions, ply, trajectory
 from .errors import BadPlyError
+from .io import conventions, ply, trajectory
 
 if TYPE_CHECKING:
     from .gaussians import Gaussians

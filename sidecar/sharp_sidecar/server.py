@@ -1,4 +1,4 @@
-"""`sharp serve`: the Blender add-on's persistent sidecar, speaking :mod:`sharp_sidecar.protocol`.
+"""`sharp serve`: the Blender add-on's persistent sidecar, speaking :mod:`sharp_sidecar.io.protocol`.
 
 Threads: a reader thread parses stdin lines and answers ``status`` / ``cancel`` / ``shutdown`` at once;
 jobs (``predict``, ``render``) queue for one worker thread and run one at a time; the main thread waits
@@ -25,8 +25,9 @@ import time
 import traceback
 from typing import IO, Any
 
-from . import __version__, protocol
+from . import __version__
 from .errors import SharpError
+from .io import protocol
 from .jobs import JOB_OPS, Job, JobContext, ModelCache
 
 __all__ = ["JOB_OPS", "JobContext", "Server", "run"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sharp_blender import ply
+from sharp_blender.io import ply
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mathutils import Euler, Matrix
 
-from sharp_blender import ply
+from sharp_blender.io import ply
 
 
 def _sharp_ply(path: Path, n: int = 300, seed: int = 0) -> Path:

@@ -24,7 +24,7 @@ def test_manifest_validates_with_blenders_own_tool() -> None:
 
 def test_zip_holds_the_pure_python_package(extension_zip: Path) -> None:
     names = set(zipfile.ZipFile(extension_zip).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "ply.py", "conventions.py"} <= names
+    assert {"blender_manifest.toml", "__init__.py", "io/ply.py", "io/conventions.py", "sidecar/setup.py"} <= names
     assert not any(n.endswith((".whl", ".so", ".pyd")) for n in names)
 
 

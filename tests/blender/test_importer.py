@@ -12,7 +12,7 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-from sharp_blender import conventions, ply
+from sharp_blender.io import conventions, ply
 
 
 def _attr(mesh: bpy.types.Mesh, name: str, width: int = 1, key: str = "value", dtype: type = np.float32) -> np.ndarray:

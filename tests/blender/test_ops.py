@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 import pytest
 
-from sharp_blender import ply
+from sharp_blender.io import ply
 
 EXTENSION_MODULE = "bl_ext.user_default.sharp_blender"
 

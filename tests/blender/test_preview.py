@@ -13,7 +13,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from sharp_blender import trajectory
+from sharp_blender.io import trajectory
 from tests.pixel_splats import write_pixel_ply
 
 EXTENSION_MODULE = "bl_ext.user_default.sharp_blender"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sharp_blender import client as sc
-from sharp_blender import ply, protocol
+from sharp_blender.io import ply, protocol
 
 FAKE = Path(__file__).resolve().parents[1] / "fake_sidecar.py"
 

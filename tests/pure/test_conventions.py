@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from sharp_blender import conventions as cv
+from sharp_blender.io import conventions as cv
 
 PURE_MODULES = ("conventions", "protocol", "ply", "atomic")
 

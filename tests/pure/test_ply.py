@@ -6,7 +6,7 @@ import numpy as np
 import plyfile
 import pytest
 
-from sharp_blender import ply
+from sharp_blender.io import ply
 
 
 def _sharp_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sharp_blender import protocol
+from sharp_blender.io import protocol
 
 
 def test_encode_is_one_compact_line() -> None:
@@ -84,7 +84,7 @@ def test_names_are_consistent() -> None:
 
 
 def test_stdlib_only() -> None:
-    code = "import sys\nimport sharp_blender.protocol\nbad = {'numpy', 'torch', 'bpy'} & set(sys.modules)\nassert not bad, bad\n"
+    code = "import sys\nimport sharp_blender.io.protocol\nbad = {'numpy', 'torch', 'bpy'} & set(sys.modules)\nassert not bad, bad\n"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharp_blender import conventions, ply, splat
+from sharp_blender import splat
+from sharp_blender.io import conventions, ply
 
 
 def _cols(n: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from sharp_blender import trajectory as tr
+from sharp_blender.io import trajectory as tr
 
 REFERENCES = ("synth_640x480", "photo_exif")
 
@@ -138,5 +138,5 @@ def test_bad_parameters_are_refused() -> None:
 
 
 def test_imports_without_bpy_or_torch() -> None:
-    code = "import sys; sys.modules['bpy'] = None; sys.modules['torch'] = None\nimport sharp_blender.trajectory\n"
+    code = "import sys; sys.modules['bpy'] = None; sys.modules['torch'] = None\nimport sharp_blender.io.trajectory\n"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sharp_sidecar import ply
+from sharp_sidecar.io import ply
 from sharp_sidecar.model import get_config
 
-from sharp_blender import protocol
 from sharp_blender.client import Job, Progress, SidecarClient, SidecarError, sidecar_command
+from sharp_blender.io import protocol
 
 TINY_N = get_config("tiny").num_gaussians
 TIMEOUT = 120.0

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sharp_sidecar import conventions as cv
+from sharp_sidecar.io import conventions as cv
 
 
 def test_torch_and_numpy_give_the_same_colour_conversions() -> None:
@@ -14,6 +14,6 @@ def test_torch_and_numpy_give_the_same_colour_conversions() -> None:
 
 
 def test_sidecar_links_the_addon_definition() -> None:
-    from sharp_blender import conventions as addon_cv
+    from sharp_blender.io import conventions as addon_cv
 
     assert open(cv.__file__).read() == open(addon_cv.__file__).read()

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sharp_sidecar import conventions, ply
 from sharp_sidecar.gaussians import (
     Gaussians,
     covariances,
@@ -19,6 +18,7 @@ from sharp_sidecar.gaussians import (
     unproject,
     vertex_columns,
 )
+from sharp_sidecar.io import conventions, ply
 
 
 def _rotations(n: int, rng: np.random.Generator) -> np.ndarray:

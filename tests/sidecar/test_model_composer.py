@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from sharp_sidecar import conventions
+from sharp_sidecar.io import conventions
 from sharp_sidecar.model.composer import GaussianComposer, inverse_softplus
 from sharp_sidecar.model.initializer import MultiLayerInitializer
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sharp_sidecar import errors, ply
+from sharp_sidecar import errors
+from sharp_sidecar.io import ply
 from sharp_sidecar.model import create_predictor
 from sharp_sidecar.pipeline import STAGES, predict, preprocess, resolve_device, save_prediction
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sharp_sidecar import ply
 from sharp_sidecar.cli import main
+from sharp_sidecar.io import ply
 from sharp_sidecar.model import get_config
 from sharp_sidecar.predict import find_images, output_paths
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import torch
-from sharp_sidecar import jobs, ply, protocol, server
+from sharp_sidecar import jobs, server
+from sharp_sidecar.io import ply, protocol
 from sharp_sidecar.model import get_config
 
 TINY_N = get_config("tiny").num_gaussians

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import conventions
 from ..gaussians import Gaussians
+from ..io import conventions
 from .initializer import BaseValues
 
 logger = logging.getLogger(__name__)

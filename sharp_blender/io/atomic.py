@@ -1,6 +1,6 @@
 """Write files so that readers never see half of one: a temporary name beside the target, then rename.
 
-Shared by the add-on and the sidecar (linked as ``sharp_sidecar.atomic``). Stdlib only.
+Shared by the add-on and the sidecar (shipped as ``sharp_sidecar.io.atomic``). Stdlib only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """3DGS PLY files, read and written with numpy alone (no Python loop over rows).
 
-Shared by the add-on (import/export) and the sidecar (linked as ``sharp_sidecar.ply``).
+Shared by the add-on (import/export) and the sidecar (shipped as ``sharp_sidecar.io.ply``).
 
 SHARP's layout (see ``../shared/spec/sharp-model.md`` section 8): a ``vertex`` element with the 14
 float properties of :data:`SHARP_VERTEX_PROPERTIES`, then the one-property metadata elements

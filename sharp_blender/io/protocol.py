@@ -1,7 +1,7 @@
 """The sidecar protocol: newline-delimited JSON over the sidecar's stdin/stdout. Stdlib only.
 
-This file is shared: the add-on's client imports it as ``sharp_blender.protocol`` and the sidecar
-links the same file as ``sharp_sidecar.protocol``, so both sides use one set of names.
+This file is shared: the add-on's client imports it as ``sharp_blender.io.protocol`` and the sidecar
+ships the same file as ``sharp_sidecar.io.protocol``, so both sides use one set of names.
 
 Transport
     One JSON object per line, UTF-8, on stdin (requests) and stdout (events). Logs go to stderr and

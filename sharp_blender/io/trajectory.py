@@ -1,7 +1,7 @@
 """The reference's preview camera paths (spec sharp-model.md §9), in plain numpy float32.
 
-Shared by the add-on (Add Camera Path keyframes) and the sidecar (``sharp render``), linked there as
-``sharp_sidecar.trajectory``. No bpy, no torch.
+Shared by the add-on (Add Camera Path keyframes) and the sidecar (``sharp render``), shipped there as
+``sharp_sidecar.io.trajectory``. No bpy, no torch.
 
 Conventions: every camera is an OpenCV camera (x right, y down, z forward) in the *splat frame*, i.e.
 the frame of the SHARP Gaussians, where the source camera sits at the origin looking down +z with the

@@ -1,7 +1,7 @@
 """The project's conventions, defined once: SH C0, sRGB <-> linear, OpenCV -> Blender, quaternion order.
 
-This module imports neither bpy, numpy nor torch, so the add-on, the sidecar (which links this file
-as ``sharp_sidecar.conventions``) and plain tests share it. The colour functions accept numpy arrays
+This module imports neither bpy, numpy nor torch, so the add-on, the sidecar (which ships this file
+as ``sharp_sidecar.io.conventions``) and plain tests share it. The colour functions accept numpy arrays
 and torch tensors alike and return the same kind.
 
 Quaternions are always stored **w first** (w, x, y, z), as in 3DGS PLYs, gsplat and Blender.

@@ -1,1 +1,0 @@
-../../sharp_blender/conventions.py
