@@ -48,9 +48,9 @@ def main() -> int:
 
     import torch
     from sharp_sidecar.gaussians import covariances, decompose_covariances
-    from sharp_sidecar.imageio import load_rgb
+    from sharp_sidecar.image.imageio import load_rgb
+    from sharp_sidecar.inference.pipeline import predict, save_prediction
     from sharp_sidecar.model import predictor_from_state_dict
-    from sharp_sidecar.pipeline import predict, save_prediction
 
     if args.threads:
         torch.set_num_threads(args.threads)

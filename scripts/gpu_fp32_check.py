@@ -77,10 +77,10 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
-    from sharp_sidecar.imageio import load_rgb
+    from sharp_sidecar.image.imageio import load_rgb
+    from sharp_sidecar.inference.pipeline import predict, preprocess, save_prediction
+    from sharp_sidecar.inference.precision import DEFAULT, inference_mode
     from sharp_sidecar.model import create_predictor, predictor_from_state_dict
-    from sharp_sidecar.pipeline import predict, preprocess, save_prediction
-    from sharp_sidecar.precision import DEFAULT, inference_mode
 
     if args.dry_run:
         device = torch.device("cpu")

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sharp_sidecar import colormap, render, render_scene
 from sharp_sidecar.io import conventions, ply, trajectory
+from sharp_sidecar.render import colormap, render, render_scene
 
 N_SIDE = 768  # SHARP's Gaussian grid per layer: 2 x 768 x 768 = 1,179,648
 
@@ -150,7 +150,7 @@ def benchmark(report: dict[str, Any], out: Path) -> None:
     bench["end_to_end_s_in_memory"] = statistics.median(e2e)
     bench["end_to_end_runs_s"] = e2e
     assert result is not None
-    from sharp_sidecar.video import read_video_info
+    from sharp_sidecar.render.video import read_video_info
 
     bench["video_info"] = read_video_info(result.outputs["video"])
     bench["depth_video_info"] = read_video_info(result.outputs["depth_video"])

@@ -191,7 +191,7 @@ def test_predict_with_the_real_sidecar_on_cpu(
     tmp_path: Path,
 ) -> None:
     """The real `sharp serve` (this venv's Python, sidecar installed editable) with the generated weights."""
-    pytest.importorskip("sharp_sidecar.server", reason="the sidecar's server has not landed")
+    pytest.importorskip("sharp_sidecar.serve.server", reason="the sidecar's server has not landed")
     prefs = _prefs()
     saved = (prefs.sidecar_command, prefs.checkpoint_path, prefs.output_dir, prefs.device, prefs.keep_model)
     prefs.sidecar_command = ""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from sharp_sidecar import bench, cli
+from sharp_sidecar.cli import bench
+from sharp_sidecar.cli import main as cli
 from sharp_sidecar.gaussians import Gaussians
 from sharp_sidecar.model import predictor_from_state_dict
 

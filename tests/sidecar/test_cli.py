@@ -7,7 +7,7 @@ import sys
 def test_help_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "from sharp_sidecar.cli import main\n"
+        "from sharp_sidecar.cli.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
         "assert 'torch' not in sys.modules, 'sharp --help imported torch'\n"
     )
@@ -25,7 +25,7 @@ def test_console_script_is_installed() -> None:
 def _run_without_torch(argv: list[str]) -> subprocess.CompletedProcess[str]:
     code = (
         "import sys\n"
-        "from sharp_sidecar.cli import main\n"
+        "from sharp_sidecar.cli.main import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    print('exit', e.code, file=sys.stderr)\n"
         "assert 'torch' not in sys.modules, 'imported torch'\n"
     )
@@ -55,7 +55,7 @@ def test_bad_arguments_are_rejected_before_any_work() -> None:
 
 
 def test_commands_register_through_small_functions() -> None:
-    from sharp_sidecar import cli
+    from sharp_sidecar.cli import main as cli
 
     def add_hello(subparsers: object) -> None:
         p = subparsers.add_parser("hello")  # type: ignore[attr-defined]
@@ -70,7 +70,7 @@ def test_commands_register_through_small_functions() -> None:
 
 
 def test_verbose_before_or_after_the_command() -> None:
-    from sharp_sidecar.cli import build_parser
+    from sharp_sidecar.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["-v", "serve"]).verbose == 1

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sharp_sidecar import fastpath
-from sharp_sidecar.bench import reference_state_dict, relative_errors
+from sharp_sidecar.cli.bench import reference_state_dict, relative_errors
+from sharp_sidecar.inference import fastpath
+from sharp_sidecar.inference.pipeline import predict
+from sharp_sidecar.inference.precision import DEFAULT, get_precision, resolve_precision
 from sharp_sidecar.model import create_predictor, vit
-from sharp_sidecar.pipeline import predict
-from sharp_sidecar.precision import DEFAULT, get_precision, resolve_precision
 from torch import nn
 
 

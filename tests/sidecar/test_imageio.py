@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sharp_sidecar import imageio
 from sharp_sidecar.errors import BadImageError, BadRequestError
-from sharp_sidecar.imageio import load_rgb
+from sharp_sidecar.image import imageio
+from sharp_sidecar.image.imageio import load_rgb
 
 DIAG_35 = math.hypot(36.0, 24.0)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sharp_sidecar import errors
+from sharp_sidecar.inference.pipeline import STAGES, predict, preprocess, resolve_device, save_prediction
 from sharp_sidecar.io import ply
 from sharp_sidecar.model import create_predictor
-from sharp_sidecar.pipeline import STAGES, predict, preprocess, resolve_device, save_prediction
 
 
 @pytest.fixture(scope="module")

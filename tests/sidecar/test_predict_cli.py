@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sharp_sidecar.cli import main
+from sharp_sidecar.cli.main import main
+from sharp_sidecar.inference.predict import find_images, output_paths
 from sharp_sidecar.io import ply
 from sharp_sidecar.model import get_config
-from sharp_sidecar.predict import find_images, output_paths
 
 TINY_N = get_config("tiny").num_gaussians
 

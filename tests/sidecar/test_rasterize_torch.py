@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from sharp_sidecar import rasterize_torch as rt
+from sharp_sidecar.render import rasterize_torch as rt
 
 
 def sequential_reference(

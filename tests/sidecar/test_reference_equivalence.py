@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 from sharp_sidecar.gaussians import quaternion_to_matrix
-from sharp_sidecar.imageio import load_rgb
+from sharp_sidecar.image.imageio import load_rgb
+from sharp_sidecar.inference.pipeline import predict, preprocess, save_prediction
 from sharp_sidecar.io import conventions, ply
 from sharp_sidecar.model import predictor_from_state_dict
 from sharp_sidecar.model.config import PRESETS
-from sharp_sidecar.pipeline import predict, preprocess, save_prediction
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sharp_sidecar import colormap, render, render_scene
 from sharp_sidecar.errors import BadPlyError, Cancelled
 from sharp_sidecar.io import conventions as cv
 from sharp_sidecar.io import ply, trajectory
-from sharp_sidecar.video import read_video_info
+from sharp_sidecar.render import colormap, render, render_scene
+from sharp_sidecar.render.video import read_video_info
 
 from tests.pixel_splats import write_pixel_ply
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sharp_sidecar import cli
-from sharp_sidecar.video import read_video_info
+from sharp_sidecar.cli import main as cli
+from sharp_sidecar.render.video import read_video_info
 
 from tests.pixel_splats import write_pixel_ply
 
@@ -59,6 +59,6 @@ def test_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_help_does_not_import_torch() -> None:
-    code = "import sys; sys.modules['torch'] = None\nfrom sharp_sidecar import cli\ncli.main(['render', '--help'])"
+    code = "import sys; sys.modules['torch'] = None\nfrom sharp_sidecar.cli import main as cli\ncli.main(['render', '--help'])"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0 and "--trajectory" in run.stdout

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sharp_sidecar import render_op
 from sharp_sidecar.errors import BadRequestError, Cancelled
 from sharp_sidecar.gaussians import Gaussians
 from sharp_sidecar.io import protocol, trajectory
-from sharp_sidecar.jobs import Job, JobContext, ModelCache
-from sharp_sidecar.video import read_video_info
+from sharp_sidecar.render import render_op
+from sharp_sidecar.render.video import read_video_info
+from sharp_sidecar.serve.jobs import Job, JobContext, ModelCache
 
 from tests.pixel_splats import write_pixel_ply
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import torch
-from sharp_sidecar import jobs, server
 from sharp_sidecar.io import ply, protocol
 from sharp_sidecar.model import get_config
+from sharp_sidecar.serve import jobs, server
 
 TINY_N = get_config("tiny").num_gaussians
 TIMEOUT = 120.0
@@ -190,7 +190,7 @@ def test_cancel_running_and_queued_jobs(
 def test_stray_output_goes_to_stderr() -> None:
     code = (
         "import os, sys\n"
-        "from sharp_sidecar.server import _protocol_stdout\n"
+        "from sharp_sidecar.serve.server import _protocol_stdout\n"
         "out = _protocol_stdout()\n"
         "print('stray print')\n"
         "os.write(1, b'stray C-level write\\n')\n"

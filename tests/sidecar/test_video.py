@@ -7,7 +7,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from sharp_sidecar import video
+from sharp_sidecar.render import video
 
 
 def frames(count: int, width: int, height: int) -> list[np.ndarray]:

@@ -9,28 +9,15 @@ runs, so ``sharp --help`` and ``sharp <cmd> --help`` never import torch. To add 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from . import __version__
-
-Subparsers = Any  # argparse's _SubParsersAction is private
-
-
-def lazy(target: str) -> Callable[[argparse.Namespace], int]:
-    """A handler that imports ``"module:function"`` (relative to this package) when called."""
-    module_name, function_name = target.split(":")
-
-    def handler(args: argparse.Namespace) -> int:
-        module = importlib.import_module(module_name, __package__)
-        return int(getattr(module, function_name)(args))
-
-    handler.__qualname__ = f"lazy({target})"
-    return handler
+from .. import __version__
+from .bench_cli import add_bench
+from .common import Subparsers, common_options, lazy
+from .render_cli import add_render
 
 
 def positive_float(text: str) -> float:
@@ -41,16 +28,6 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
-
-
-def common_options() -> argparse.ArgumentParser:
-    """Options every command takes (as a parent parser)."""
-    parent = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: without -v here the top-level value (``sharp -v predict``) is kept, not reset to 0.
-    parent.add_argument(
-        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv for debug)"
-    )
-    return parent
 
 
 def device_option(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +86,7 @@ def add_predict(subparsers: Subparsers) -> None:
     )
     focal.add_argument("--focal-px", type=positive_float, default=None, help="focal length in pixels, overriding EXIF")
     p.add_argument("--plain-ply", action="store_true", help="write the vertex element only (no SHARP metadata)")
-    p.set_defaults(handler=lazy(".predict:run"))
+    p.set_defaults(handler=lazy("..inference.predict:run"))
 
 
 def add_serve(subparsers: Subparsers) -> None:
@@ -123,11 +100,8 @@ def add_serve(subparsers: Subparsers) -> None:
         ),
     )
     precision_option(p)
-    p.set_defaults(handler=lazy(".server:run"))
+    p.set_defaults(handler=lazy("..serve.server:run"))
 
-
-from .bench_cli import add_bench  # noqa: E402  (argparse only; imports no torch)
-from .render_cli import add_render  # noqa: E402  (argparse only; imports no torch)
 
 COMMANDS: list[Callable[[Subparsers], None]] = [add_predict, add_render, add_serve, add_bench]
 

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import Cancelled, DeviceError, OutOfMemoryError
+from ..io import conventions
 from . import colormap, rasterize_torch, video
-from .errors import Cancelled, DeviceError, OutOfMemoryError
-from .io import conventions
 from .render_scene import RenderScene
 from .video import DEFAULT_FPS, DEFAULT_PRESET
 

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .common import common_options, lazy
+
 logger = logging.getLogger(__name__)
 
 TRAJECTORY_CHOICES = ("swipe", "shake", "rotate", "rotate_forward")
@@ -42,9 +44,7 @@ def _resolution(text: str) -> tuple[int, int]:
 
 
 def add_render(subparsers: Any) -> None:
-    """Register ``sharp render`` (called by :mod:`sharp_sidecar.cli`)."""
-    from .cli import common_options, lazy
-
+    """Register ``sharp render`` (called by :mod:`sharp_sidecar.cli.main`)."""
     p = subparsers.add_parser(
         "render",
         parents=[common_options()],
@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     """The ``sharp render`` command. Returns 0 when every PLY rendered, 1 otherwise."""
     from tqdm import tqdm
 
-    from . import render, render_scene
-    from .errors import SharpError
-    from .io import trajectory
+    from ..errors import SharpError
+    from ..io import trajectory
+    from ..render import render, render_scene
 
     source = Path(args.input)
     if not source.exists():

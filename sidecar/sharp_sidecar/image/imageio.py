@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BadImageError, BadRequestError
-from .io.conventions import diagonal_35mm_mm
+from ..errors import BadImageError, BadRequestError
+from ..io.conventions import diagonal_35mm_mm
 
 if TYPE_CHECKING:  # torch is imported only where the pixels are decoded on a GPU
     import torch

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import imageio
-from .gaussians import disparity_quantiles, vertex_columns
-from .io import ply
+from ..gaussians import disparity_quantiles, vertex_columns
+from ..image import imageio
+from ..io import ply
 from .pipeline import predict
 from .precision import DEFAULT
+from .results import FileResult
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ def predict_many(
         prefetch: photos decoded ahead of the network.
         keep_gaussians: keep each result's metric Gaussians on the device (off: they are freed after writing).
     """
-    from .predict import FileResult
-
     precision = loaded.precision or DEFAULT
     decode_on = precision.decode_device(next(loaded.model.parameters()).device)
     with (

@@ -2,7 +2,7 @@
 
 Stages, in order: ``resize`` (uint8 -> [0, 1] -> bilinear, align_corners=True, to R×R), ``encoder`` (SPN),
 ``decoders`` (monodepth + Gaussian decoders), ``composer``, ``unprojection``, and ``ply`` when saving.
-Cancellation is checked between stages; precision is taken from :mod:`sharp_sidecar.precision`.
+Cancellation is checked between stages; precision is taken from :mod:`sharp_sidecar.inference.precision`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import errors
-from .gaussians import Gaussians, save_ply, unproject
-from .model import Observer, RGBGaussianPredictor
+from .. import errors
+from ..gaussians import Gaussians, save_ply, unproject
+from ..model import Observer, RGBGaussianPredictor
 from .precision import DEFAULT, Precision, inference_mode
 
 logger = logging.getLogger(__name__)

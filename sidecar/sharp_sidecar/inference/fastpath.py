@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import gpu_jpeg
-from .gaussians import unproject
-from .model import RGBGaussianPredictor, predictor_from_state_dict
-from .model.vit import Mlp, PatchEmbed
+from ..gaussians import unproject
+from ..image import gpu_jpeg
+from ..model import RGBGaussianPredictor, predictor_from_state_dict
+from ..model.vit import Mlp, PatchEmbed
 from .precision import Precision, inference_mode
 
 logger = logging.getLogger(__name__)

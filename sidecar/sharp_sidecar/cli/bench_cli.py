@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .common import common_options, lazy
+
 
 def add_bench(subparsers: Any) -> None:
     """Register ``sharp bench``."""
-    from .cli import common_options, lazy
-
     p = subparsers.add_parser(
         "bench",
         parents=[common_options()],

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BadRequestError
+from ..io import trajectory
 from . import render, render_scene
-from .errors import BadRequestError
-from .io import trajectory
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .io.atomic import atomic_path
+from ..io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

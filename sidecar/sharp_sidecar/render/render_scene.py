@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .errors import BadPlyError
-from .io import conventions, ply, trajectory
+from ..errors import BadPlyError
+from ..io import conventions, ply, trajectory
 
 if TYPE_CHECKING:
-    from .gaussians import Gaussians
+    from ..gaussians import Gaussians
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import time
 import traceback
 from typing import IO, Any
 
-from . import __version__
-from .errors import SharpError
-from .io import protocol
+from .. import __version__
+from ..errors import SharpError
+from ..io import protocol
 from .jobs import JOB_OPS, Job, JobContext, ModelCache
 
 __all__ = ["JOB_OPS", "JobContext", "Server", "run"]
@@ -89,7 +89,7 @@ class Server:
     def status(self) -> dict[str, Any]:
         import torch
 
-        from .pipeline import resolve_device
+        from ..inference.pipeline import resolve_device
 
         loaded = self.models.loaded
         with self._lock:

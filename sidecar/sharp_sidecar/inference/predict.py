@@ -16,13 +16,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import imageio
-from .checkpoint import ProgressCallback, load_state_dict_file, resolve_checkpoint
-from .errors import BadImageError, SharpError
+from ..checkpoint import ProgressCallback, load_state_dict_file, resolve_checkpoint
+from ..errors import BadImageError, SharpError
+from ..image import imageio
+from .results import FileResult
 
 logger = logging.getLogger(__name__)
 
@@ -40,31 +41,6 @@ class LoadedModel:
     preset: str
     load_s: float
     precision: Any = None  # precision.Precision; None = fp32
-
-
-@dataclass
-class FileResult:
-    """What one photo produced (the server's ``predict`` result, as a dict via :meth:`as_dict`)."""
-
-    ply: Path
-    image_size: tuple[int, int]
-    f_px: float
-    focal_source: str
-    num_gaussians: int
-    timings: dict[str, float]
-    warnings: list[str] = field(default_factory=list)
-    gaussians: Any = field(default=None, repr=False)  # gaussians.Gaussians, metric (not in as_dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ply": str(self.ply),
-            "image_size": list(self.image_size),
-            "f_px": self.f_px,
-            "focal_source": self.focal_source,
-            "num_gaussians": self.num_gaussians,
-            "timings": self.timings,
-            "warnings": self.warnings,
-        }
 
 
 def load_model(
@@ -125,7 +101,7 @@ def predict_file(
     Raises:
         BadImageError, BadRequestError, Cancelled, OutOfMemoryError.
     """
-    from .errors import Cancelled
+    from ..errors import Cancelled
     from .pipeline import predict, save_prediction
     from .precision import DEFAULT
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadRequestError, Cancelled
-from .io import protocol
+from ..errors import BadRequestError, Cancelled
+from ..io import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ class ModelCache:
         Returns:
             (predict.LoadedModel, whether it was loaded by this call).
         """
-        from .checkpoint import resolve_checkpoint
-        from .pipeline import resolve_device
-        from .predict import load_model
+        from ..checkpoint import resolve_checkpoint
+        from ..inference.pipeline import resolve_device
+        from ..inference.predict import load_model
 
         target = resolve_device(device)
         path = resolve_checkpoint(checkpoint, progress=ctx.download_progress)
@@ -148,7 +148,7 @@ def _focal(params: dict[str, Any], name: str) -> float | None:
 
 def predict_op(ctx: JobContext) -> dict[str, Any]:
     """``predict``: one photo -> one PLY, with the model kept warm between requests."""
-    from .predict import predict_file
+    from ..inference.predict import predict_file
 
     params = ctx.params
     image, output = _string(params, "image"), _string(params, "output")
@@ -205,4 +205,4 @@ def lazy_op(target: str) -> JobOp:
 
 
 # The ops that queue for the worker thread, by protocol name (render lives in render_op.py).
-JOB_OPS: dict[str, JobOp] = {protocol.PREDICT: predict_op, protocol.RENDER: lazy_op(".render_op:render_op")}
+JOB_OPS: dict[str, JobOp] = {protocol.PREDICT: predict_op, protocol.RENDER: lazy_op("..render.render_op:render_op")}

@@ -33,14 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import fastpath, imageio
-from .checkpoint import load_state_dict_file
-from .gaussians import Gaussians, covariances, disparity_quantiles, vertex_columns
-from .io import ply
-from .model import create_predictor
-from .model.checkpoint import is_tolerated
-from .pipeline import predict, preprocess, resolve_device, save_prediction
-from .precision import Precision, get_precision, inference_mode
+from ..checkpoint import load_state_dict_file
+from ..gaussians import Gaussians, covariances, disparity_quantiles, vertex_columns
+from ..image import imageio
+from ..inference import fastpath
+from ..inference.pipeline import predict, preprocess, resolve_device, save_prediction
+from ..inference.precision import Precision, get_precision, inference_mode
+from ..io import ply
+from ..model import create_predictor
+from ..model.checkpoint import is_tolerated
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def time_batch(model: Any, precision: Precision, photo: Path, count: int, out_di
     """Images per second of ``sharp predict`` on a folder (decode ahead, write behind): ``count`` copies."""
     from types import SimpleNamespace
 
-    from .batch import predict_many
+    from ..inference.batch import predict_many
 
     folder = out_dir / f"batch-{precision.name}"
     folder.mkdir(exist_ok=True)
@@ -348,8 +349,8 @@ def render_psnr(
     fast: PathResult, ref: PathResult, device: torch.device, backend: str, frames: int | None
 ) -> dict[str, Any]:
     """Both scenes along the default trajectory (computed from the FP32 scene); PSNR of each sRGB frame."""
-    from . import render
-    from .render_scene import scene_from_gaussians, scene_trajectory
+    from ..render import render
+    from ..render.render_scene import scene_from_gaussians, scene_trajectory
 
     assert fast.gaussians is not None and ref.gaussians is not None
     scenes = [scene_from_gaussians(g, ref.image_size, ref.f_px, device) for g in (ref.gaussians, fast.gaussians)]

@@ -1,0 +1,1 @@
+"""Gaussians -> pictures: render scenes, rasterisers (gsplat or plain torch), colour maps, video and the render op."""

@@ -1,0 +1,1 @@
+"""`sharp serve`: the JSON-lines protocol server and its jobs (stdin/stdout only, no network port)."""
