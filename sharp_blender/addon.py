@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """Registration of every bpy class, property and handler, in order (reversed on unregister).
 
 To add a module's classes, append its ``CLASSES`` to :data:`CLASSES` (panels after the panels they

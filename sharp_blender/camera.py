@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """The Blender camera that sees a splat scene as its photo was taken, and K read back from a camera.
 
 The formulas are in :mod:`.placement` (pure); this module applies them to bpy data.

@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """How splats look in Blender: a Geometry Nodes modifier (Mesh to Points) and an emission material.
 
 The node group turns each vertex into a point (a sphere in Cycles, EEVEE and Solid view) of radius

@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """A splat object -> 3DGS PLY, with the object's transform baked into positions, rotations and scales.
 
 Every PLY property the import kept is written back with its original type; positions come from the

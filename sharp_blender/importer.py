@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """3DGS PLY -> one Blender mesh object of loose points (numpy + foreach_set), its camera and display.
 
 The mesh stores ``p_cv - origin_cv`` (OpenCV frame, metres), every PLY vertex property under its own

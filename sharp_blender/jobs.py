@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """Main-thread bridge between the sidecar client and Blender: one shared client, photo queues, progress.
 
 The client's callbacks run on its reader thread, so they only put events into a ``queue.Queue``;

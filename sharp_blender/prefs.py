@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """Add-on preferences: where the sidecar lives, the device, the checkpoint, where PLYs go.
 
 For tests and custom setups, ``sidecar_command`` replaces the whole sidecar command line, e.g.

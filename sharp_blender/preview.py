@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """Camera paths as keyframes, and sidecar-rendered previews of the active camera's animation.
 
 Frames: a splat object's mesh holds ``p_cv − origin_cv`` (see :mod:`.importer`), so the *splat frame*

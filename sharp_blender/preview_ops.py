@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """Preview operators: Add Camera Path, Render Preview (the frame range) and Preview Frame (F12-style).
 
 Their settings live in ``Scene.sharp_preview``; the panel section is drawn through

@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """Scene settings of the Generate panel (``Scene.sharp``) and the job status (``WindowManager.sharp_status``)."""
 
 from __future__ import annotations

@@ -1,5 +1,3 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
-# (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """The SHARP tab in the 3D viewport's sidebar: Generate from Photo, Display, and a Preview section.
 
 The Preview section is drawn by whoever appends a function to :data:`PREVIEW_DRAW_HOOKS`
