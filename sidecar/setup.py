@@ -13,6 +13,7 @@ Everything else about the package is in pyproject.toml.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -32,6 +33,10 @@ def shared_dir() -> str:
         + "; build the sidecar from the repository or from an unpacked sharp_blender extension"
     )
 
+
+# pip builds in this folder, and setuptools copies into build/lib without emptying it first: a module
+# moved or deleted since an earlier build would still ship. Start each build from an empty build/lib.
+shutil.rmtree(HERE / "build" / "lib", ignore_errors=True)
 
 setup(
     packages=[*find_packages(include=["sharp_sidecar", "sharp_sidecar.*"]), "sharp_sidecar.io"],
