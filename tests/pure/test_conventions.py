@@ -49,6 +49,6 @@ def test_opencv_to_blender_is_a_proper_rotation() -> None:
 
 def test_pure_modules_import_without_bpy_numpy_torch_blocked() -> None:
     code = "import sys; sys.modules['bpy'] = None; sys.modules['torch'] = None\n" + "".join(
-        f"import sharp_blender.{m}\n" for m in PURE_MODULES
+        f"import sharp_blender.io.{m}\n" for m in PURE_MODULES
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,7 +18,7 @@ from PIL import Image
 from sharp_sidecar.image import gpu_jpeg, imageio
 from sharp_sidecar.inference.pipeline import preprocess
 
-from ..test_imageio import STORED_FROM_UPRIGHT, _exif, _pattern
+from .test_imageio import STORED_FROM_UPRIGHT, _exif, _pattern
 
 CUDA = torch.device("cuda")
 
