@@ -62,7 +62,18 @@ FAKE_SIDECAR = REPO / "tests" / "fake_sidecar.py"
 @pytest.fixture
 def sharp(addon: ModuleType) -> ModuleType:
     """The installed extension's package with its submodules imported (sharp.importer, sharp.jobs, ...)."""
-    for name in ("client", "jobs", "importer", "exporter", "display", "camera", "placement", "splat", "io.ply", "prefs"):
+    for name in (
+        "client",
+        "jobs",
+        "importer",
+        "exporter",
+        "display",
+        "camera",
+        "placement",
+        "splat",
+        "io.ply",
+        "prefs",
+    ):
         importlib.import_module(f"{EXTENSION_MODULE}.{name}")
     return addon
 
