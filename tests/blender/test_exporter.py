@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import ModuleType
@@ -242,3 +243,79 @@ def test_export_needs_a_splat_object(clean_scene: bpy.types.Scene, tmp_path: Pat
     clean_scene.collection.objects.link(obj)
     bpy.context.view_layer.objects.active = obj
     assert not bpy.ops.sharp.export_ply.poll()
+
+
+def _has_native_splats() -> bool:
+    prop = bpy.types.PointCloud.bl_rna.properties.get("type")
+    return prop is not None and "GAUSSIAN_SPLAT" in {e.identifier for e in prop.enum_items}
+
+
+native_splats = pytest.mark.skipif(not _has_native_splats(), reason="needs Blender >= 5.3 (GAUSSIAN_SPLAT clouds)")
+
+
+def _set_point(cloud: bpy.types.PointCloud, name: str, kind: str, key: str, values: np.ndarray) -> None:
+    attribute = cloud.attributes.get(name) or cloud.attributes.new(name, kind, "POINT")
+    attribute.data.foreach_set(key, np.ascontiguousarray(values, dtype=np.float32).ravel())
+
+
+@native_splats
+def test_a_point_cloud_with_ply_attributes_exports(
+    sharp: ModuleType, clean_scene: bpy.types.Scene, tmp_path: Path
+) -> None:
+    """A GAUSSIAN_SPLAT cloud carrying every PLY property (as the 5.3 import makes it) exports like the mesh."""
+    src = _sharp_ply(tmp_path / "cloud.ply", n=200)
+    contents = ply.read_ply(src)
+    vertex = contents.vertex
+    n = len(vertex)
+    means = np.stack([vertex[a] for a in "xyz"], axis=1).astype(np.float64)
+    origin = means.mean(axis=0)
+    cloud = bpy.data.pointclouds.new("cloud")
+    cloud.resize(n)
+    cloud.type = "GAUSSIAN_SPLAT"
+    _set_point(cloud, "position", "FLOAT_VECTOR", "vector", means - origin)
+    for name in vertex.dtype.names:
+        _set_point(cloud, name, "FLOAT", "value", vertex[name])
+    _set_point(cloud, "scale", "FLOAT_VECTOR", "vector", np.exp(np.stack([vertex[f"scale_{i}"] for i in range(3)], 1)))
+    cloud[sharp.importer.PROP_KINDS] = json.dumps(dict.fromkeys(vertex.dtype.names, "f4"))
+    cloud[sharp.importer.PROP_ORIGIN] = list(map(float, origin))
+    cloud[sharp.importer.PROP_FRAME] = list(map(float, ORIGIN_FRAME.ravel()))
+    obj = bpy.data.objects.new("cloud", cloud)
+    clean_scene.collection.objects.link(obj)
+    obj.matrix_world = Matrix(ORIGIN_FRAME.tolist()) @ Matrix.Translation(origin.tolist())
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.sharp.export_ply.poll()
+    out = tmp_path / "cloud_out.ply"
+    assert bpy.ops.sharp.export_ply(filepath=str(out)) == {"FINISHED"}
+    back = ply.read_ply(out).vertex
+    assert len(back) == n
+    for name in vertex.dtype.names:
+        np.testing.assert_allclose(back[name], vertex[name], atol=1e-6, err_msg=name)
+    obj.matrix_world = MOVE @ obj.matrix_world
+    assert bpy.ops.sharp.export_ply(filepath=str(out)) == {"FINISHED"}
+    change = np.linalg.inv(ORIGIN_FRAME) @ np.array(MOVE) @ ORIGIN_FRAME
+    moved = ply.read_gaussians(out)
+    np.testing.assert_allclose(moved.means, means @ change[:3, :3].T + change[:3, 3], atol=1e-5)
+
+
+@native_splats
+def test_blenders_own_import_exports_the_file_it_read(clean_scene: bpy.types.Scene, tmp_path: Path) -> None:
+    """Blender's wm.ply_import keeps only native attributes (and its own PLY export writes 0 points)."""
+    src = _sharp_ply(tmp_path / "native.ply", n=120)
+    assert bpy.ops.wm.ply_import(filepath=str(src)) == {"FINISHED"}
+    obj = bpy.data.objects["native"]
+    assert obj.type == "POINTCLOUD" and "f_dc_0" not in obj.data.attributes
+    bpy.context.view_layer.objects.active = obj
+    out = tmp_path / "native_out.ply"
+    assert bpy.ops.sharp.export_ply(filepath=str(out), plain=True) == {"FINISHED"}
+    a, b = ply.read_ply(src).vertex, ply.read_ply(out).vertex
+    assert len(b) == len(a)
+    for name in ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", *(f"f_rest_{i}" for i in range(9))):
+        np.testing.assert_allclose(b[name], a[name], atol=1e-6, err_msg=name)
+    for i in range(3):
+        np.testing.assert_allclose(b[f"scale_{i}"], a[f"scale_{i}"], atol=1e-5)
+    # Blender keeps sigmoid(opacity) in float32; compare where it is exact.
+    np.testing.assert_allclose(1 / (1 + np.exp(-b["opacity"])), 1 / (1 + np.exp(-a["opacity"])), atol=1e-6)
+    qa = np.stack([a[f"rot_{i}"] for i in range(4)], 1)
+    np.testing.assert_allclose(
+        np.stack([b[f"rot_{i}"] for i in range(4)], 1), qa / np.linalg.norm(qa, axis=1)[:, None], atol=1e-6
+    )
