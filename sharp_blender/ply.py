@@ -91,10 +91,35 @@ class PlyContents:
         return np.asarray(element[element.dtype.names[0]])
 
 
+_CONVERT = "convert it to a PLY with PlayCanvas splat-transform (splat-transform INPUT OUTPUT.ply)"
+
+
+def foreign_format_hint(path: Path, head: bytes) -> str | None:
+    """Which other splat format a non-PLY file looks like, and how to convert it; None if unknown."""
+    suffix = path.suffix.lower()
+    if head.startswith(b"\x1f\x8b") or head.startswith(b"NGSP") or suffix == ".spz":
+        return f"it looks like a Niantic SPZ file (gzip-compressed splats); {_CONVERT}"
+    if head.startswith(b"PK\x03\x04") or suffix == ".sog":
+        return f"it looks like a zip archive such as PlayCanvas SOG (.sog); {_CONVERT}"
+    if suffix == ".ksplat":
+        return f"it looks like a GaussianSplats3D .ksplat file; {_CONVERT}"
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if suffix == ".splat" or (size and size % 32 == 0 and b"\n" not in head[:64]):
+        return f"it looks like an antimatter15 .splat file (32 bytes a splat, no header); {_CONVERT}"
+    return None
+
+
 def _parse_header(path: Path, head: bytes) -> tuple[str, list[PlyElement], int]:
     end = head.find(b"end_header")
     if not head.startswith(b"ply") or end < 0:
-        raise PlyError(f"{path}: not a PLY file (no 'ply' magic or no 'end_header' in the first MiB)")
+        hint = foreign_format_hint(path, head)
+        raise PlyError(
+            f"{path}: not a PLY file (no 'ply' magic or no 'end_header' in the first MiB)"
+            + (f"; {hint}" if hint else "")
+        )
     newline = head.find(b"\n", end)
     if newline < 0:
         raise PlyError(f"{path}: the header is cut off after 'end_header'")
