@@ -189,11 +189,20 @@ def _rotate_sh(name: str, columns: dict[str, np.ndarray], rotation: np.ndarray) 
 
 
 def _moved_extrinsic(name: str, array: np.ndarray, change: np.ndarray) -> tuple[str, np.ndarray]:
-    if name != "extrinsic" or array.dtype.names is None or len(array) != 16:
+    if name != "extrinsic" or array.dtype.names is None or len(array) not in (12, 16):
         return name, array
-    values = placement.exported_extrinsic(array[array.dtype.names[0]].astype(np.float64).reshape(4, 4), change)
+    values = array[array.dtype.names[0]].astype(np.float64)
+    E = np.eye(4)
+    if len(array) == 16:
+        E = values.reshape(4, 4)
+    else:  # legacy 3x4 with the 3x3 part transposed (as ply.camera_from_metadata reads it)
+        legacy = values.reshape(3, 4)
+        E[:3, :3], E[:3, 3] = legacy[:, :3].T, legacy[:, 3]
+    moved = placement.exported_extrinsic(E, change)
+    if len(array) == 12:
+        moved = np.concatenate([moved[:3, :3].T, moved[:3, 3:]], axis=1)
     out = array.copy()
-    out[array.dtype.names[0]] = values.ravel()
+    out[array.dtype.names[0]] = moved.ravel()
     return name, out
 
 

@@ -101,9 +101,14 @@ def _world_positions(obj: bpy.types.Object) -> np.ndarray:
     return local.reshape(-1, 3).astype(np.float64) @ M[:3, :3].T + M[:3, 3]
 
 
-def test_untouched_import_exports_the_numbers_it_read(clean_scene: bpy.types.Scene, tmp_path: Path) -> None:
+@pytest.mark.parametrize("placement", ["ORIGIN", "CURSOR"])
+def test_untouched_import_exports_the_numbers_it_read(
+    clean_scene: bpy.types.Scene, tmp_path: Path, placement: str
+) -> None:
     src = _sharp_ply(tmp_path / "src.ply")
-    _import(src)
+    clean_scene.cursor.location = (1.5, -2.0, 0.7)
+    clean_scene.cursor.rotation_euler = (0.3, -0.2, 1.1)
+    assert bpy.ops.sharp.import_ply(filepath=str(src), placement=placement) == {"FINISHED"}
     out = tmp_path / "out.ply"
     assert bpy.ops.sharp.export_ply(filepath=str(out)) == {"FINISHED"}  # default: Apply Transform
     a, b = ply.read_ply(src), ply.read_ply(out)
@@ -174,7 +179,8 @@ def test_import_export_import_lands_in_the_same_place(
     np.testing.assert_allclose(_world_positions(third), _world_positions(first), atol=1e-5)
 
 
-def test_import_honours_the_extrinsic(clean_scene: bpy.types.Scene, tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy", [False, True])
+def test_import_honours_the_extrinsic(clean_scene: bpy.types.Scene, tmp_path: Path, legacy: bool) -> None:
     """A file whose world is not its camera: the splats stay where the file says, the camera sees them."""
     n = 30
     rng = np.random.default_rng(8)
@@ -187,7 +193,8 @@ def test_import_honours_the_extrinsic(clean_scene: bpy.types.Scene, tmp_path: Pa
     cols = {name: rng.normal(size=n).astype(np.float32) for name in ply.SHARP_VERTEX_PROPERTIES}
     cols.update(x=world[:, 0].astype(np.float32), y=world[:, 1].astype(np.float32), z=world[:, 2].astype(np.float32))
     extras = ply.sharp_metadata(60.0, (64, 48), n, [0.1, 1.0])
-    extras[0] = ply.metadata_element("extrinsic", E.ravel(), "f4")
+    stored = np.concatenate([E[:3, :3].T, E[:3, 3:]], axis=1) if legacy else E  # legacy: 3x4, 3x3 transposed
+    extras[0] = ply.metadata_element("extrinsic", stored.ravel(), "f4")
     path = tmp_path / "posed.ply"
     ply.write_ply(path, ply.structured(cols), extras)
     obj = _import(path)
@@ -207,6 +214,13 @@ def test_import_honours_the_extrinsic(clean_scene: bpy.types.Scene, tmp_path: Pa
     np.testing.assert_allclose(back.means, world, atol=1e-5)
     assert back.camera is not None
     np.testing.assert_allclose(back.camera.extrinsic, E, atol=1e-6)
+    assert len(ply.read_ply(out).scalar_element("extrinsic")) == len(stored.ravel())
+    obj.matrix_world = MOVE @ obj.matrix_world
+    assert bpy.ops.sharp.export_ply(filepath=str(out)) == {"FINISHED"}
+    moved = ply.read_gaussians(out)
+    assert moved.camera is not None
+    seen = np.c_[moved.means.astype(np.float64), np.ones(n)] @ moved.camera.extrinsic.T
+    np.testing.assert_allclose(seen[:, :3], 1.7 * cam_pts, atol=1e-4)  # the camera moved with the splats
 
 
 def test_plain_export_is_the_standard_vertex_layout(clean_scene: bpy.types.Scene, tmp_path: Path) -> None:
