@@ -104,6 +104,21 @@ def band_matrices(rotation: np.ndarray, degree: int = MAX_DEGREE) -> list[np.nda
     return out
 
 
+def f_rest_matrix(rotation: np.ndarray, rest_count: int) -> np.ndarray:
+    """The (3K, 3K) matrix M with ``f_rest' = M @ f_rest`` for one splat (block diagonal: channel, band)."""
+    degree = degree_of(rest_count)
+    per_channel = rest_count // 3
+    out = np.zeros((rest_count, rest_count))
+    start = 0
+    for band, matrix in enumerate(band_matrices(rotation, degree) if degree else [], start=1):
+        width = 2 * band + 1
+        for channel in range(3):
+            first = channel * per_channel + start
+            out[first : first + width, first : first + width] = matrix
+        start += width
+    return out
+
+
 def rotate_f_rest(f_rest: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """Rotate ``f_rest`` (N, 3K) in the PLY's channel-major layout; returns a new float32 array.
 
@@ -112,15 +127,6 @@ def rotate_f_rest(f_rest: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """
     f_rest = np.asarray(f_rest)
     count = f_rest.shape[1] if f_rest.ndim == 2 else -1
-    degree = degree_of(count)
-    if degree == 0:
-        return f_rest.astype(np.float32, copy=True)
-    per_channel = count // 3
-    coeffs = f_rest.reshape(len(f_rest), 3, per_channel).astype(np.float64)
-    out = np.empty_like(coeffs)
-    start = 0
-    for band, matrix in enumerate(band_matrices(rotation, degree), start=1):
-        width = 2 * band + 1
-        out[:, :, start : start + width] = coeffs[:, :, start : start + width] @ matrix.T
-        start += width
-    return out.reshape(len(f_rest), count).astype(np.float32)
+    matrix = f_rest_matrix(rotation, count)
+    # One float32 GEMM over all splats (the block-diagonal zeros cost less than per-band slicing).
+    return np.ascontiguousarray(f_rest, dtype=np.float32) @ matrix.T.astype(np.float32)
