@@ -191,7 +191,7 @@ def test_metric_scale_is_kept(clean_scene: bpy.types.Scene, tmp_path: Path) -> N
     assert math.isclose((a - b).length, 1.0, rel_tol=1e-6)  # 1 Blender unit = 1 m
 
 
-def test_compressed_ply_imports_as_splats(clean_scene: bpy.types.Scene, tmp_path: Path) -> None:
+def test_compressed_ply_imports_as_splats(sharp: ModuleType, clean_scene: bpy.types.Scene, tmp_path: Path) -> None:
     from tests.pure.test_compressed_ply import encode, gaussians
 
     g = gaussians(300, rest=9)
@@ -204,3 +204,9 @@ def test_compressed_ply_imports_as_splats(clean_scene: bpy.types.Scene, tmp_path
     world = np.array([list(obj.matrix_world @ v.co) for v in mesh.vertices])
     # (x, y, z) in the file -> (x, z, -y) in Blender, within the 11/10/11-bit quantisation
     np.testing.assert_allclose(world, g["means"][:, [0, 2, 1]] * [1, 1, -1], atol=6 / 1023)
+    # The preview hands the sidecar a plain PLY, not the compressed source.
+    import importlib
+
+    preview = importlib.import_module(f"{sharp.__name__}.preview")
+    plain = preview.source_ply(obj, tmp_path)
+    assert plain != path and ply.read_gaussians(plain).count == 300
