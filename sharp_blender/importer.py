@@ -27,6 +27,7 @@ PROP_ORIGIN = "sharp_origin_cv"
 PROP_KINDS = "sharp_ply_kinds"
 PROP_ELEMENTS = "sharp_ply_elements"
 PROP_SOURCE = "sharp_source"
+PROP_FRAME = "sharp_ply_frame"  # 16 floats: PLY frame -> Blender world at import; export maps back through it
 PROP_CAMERA = "sharp_camera"  # on the object: the name of its camera object
 COL, SCALE, ROTATION = "Col", "scale", "rotation"
 PLACEMENTS = (
@@ -122,19 +123,23 @@ def import_ply(
     arrays = splat.read(path)
     name = name or path.stem
     origin = placement.scene_centre(arrays.means_cv)
-    cam_world = camera_world(context, placement_mode)
+    # The file's extrinsic places the camera; the splats stay where the file puts them.
+    poses = placement.import_poses(
+        camera_world(context, placement_mode), arrays.camera.extrinsic if arrays.camera else None, origin
+    )
     created: list[bpy.types.ID] = []
     try:
         mesh = build_mesh(name, arrays, origin)
         created.append(mesh)
         mesh[PROP_SOURCE] = str(path)
+        mesh[PROP_FRAME] = [float(v) for v in poses.frame.ravel()]
         obj = bpy.data.objects.new(name, mesh)
         created.append(obj)
-        obj.matrix_world = to_matrix(placement.splat_matrix(cam_world, origin))
+        obj.matrix_world = to_matrix(poses.splat)
         cam_obj = None
         if make_camera and arrays.camera is not None:
             cam_obj = camera.create_camera(
-                context, f"{name} Camera", arrays.camera.K, arrays.camera.image_size, to_matrix(cam_world), photo
+                context, f"{name} Camera", arrays.camera.K, arrays.camera.image_size, to_matrix(poses.camera), photo
             )
             created.extend([cam_obj, cam_obj.data])
             obj[PROP_CAMERA] = cam_obj.name

@@ -185,7 +185,7 @@ class SHARP_OT_import_ply(bpy.types.Operator, ImportHelper):
 
 
 class SHARP_OT_export_ply(bpy.types.Operator, ExportHelper):
-    """Write the active splat object as a 3DGS PLY, with its transform baked in"""
+    """Write the active splat object as a 3DGS PLY in the file's own axes, with its transform baked in"""
 
     bl_idname = "sharp.export_ply"
     bl_label = "Export Gaussian Splat PLY"
@@ -194,20 +194,27 @@ class SHARP_OT_export_ply(bpy.types.Operator, ExportHelper):
     filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})  # type: ignore[valid-type]
     apply_transform: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Apply Transform",
-        description="Bake the object's location, rotation and uniform scale into the splats (world space)",
+        description=(
+            "Bake the object's move, rotation and uniform scale since import into the splats, in the PLY's own "
+            "axes (an untouched import writes the numbers it read)"
+        ),
         default=True,
+    )
+    plain: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Plain PLY",
+        description="Only the standard 3DGS vertex properties, no SHARP metadata (for tools such as gsply)",
+        default=False,
     )
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        obj = context.active_object
-        return obj is not None and obj.type == "MESH" and importer.PROP_KINDS in obj.data  # type: ignore[operator]
+        return exporter.can_export(context.active_object)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = context.active_object
         assert obj is not None
         try:
-            count = exporter.export_ply(obj, self.filepath, self.apply_transform)
+            count = exporter.export_ply(obj, self.filepath, self.apply_transform, self.plain)
         except (exporter.ExportError, placement.TransformError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

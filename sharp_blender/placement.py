@@ -8,11 +8,18 @@ Blender lives in object matrices only (``../shared/spec/blender-notes.md`` secti
 The splat mesh stores ``p_cv - origin_cv`` so that the object's origin sits at the scene's centre
 (rotating or scaling the object turns the scene about itself); its matrix carries ``T(origin_cv)``.
 
+The **PLY frame** is the file's own world (OpenCV axes; for SHARP's files, identity ``extrinsic``, the
+source camera's frame). Import maps it into Blender by one matrix, ``frame`` (the camera at the chosen
+spot looking along +Y, times ``OPENCV_TO_BLENDER``); export maps Blender back through ``frame⁻¹``, so an
+untouched import exports the numbers it read. ``extrinsic`` E is world -> camera in the PLY frame: the
+camera sits at ``frame @ E⁻¹ @ OPENCV_TO_BLENDER`` and the splats where the file puts them.
+
 All matrices are numpy (4, 4) float64 arrays, row-major as in ``mathutils.Matrix``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .io.conventions import OPENCV_TO_BLENDER
+
+logger = logging.getLogger(__name__)
 
 FLIP = np.array(OPENCV_TO_BLENDER, dtype=np.float64)
 DEFAULT_SENSOR_MM = 36.0
@@ -112,7 +121,7 @@ def intrinsics(
     )
 
 
-def translation(offset: Sequence[float]) -> np.ndarray:
+def translation(offset: Sequence[float] | np.ndarray) -> np.ndarray:
     m = np.eye(4)
     m[:3, 3] = np.asarray(offset, dtype=np.float64)
     return m
@@ -127,6 +136,74 @@ def default_camera_matrix(location: Sequence[float] = (0.0, 0.0, 0.0)) -> np.nda
 def splat_matrix(camera_world: np.ndarray, origin_cv: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
     """matrix_world of a splat object whose mesh holds ``p_cv - origin_cv``, seen from ``camera_world``."""
     return np.asarray(camera_world, dtype=np.float64) @ FLIP @ translation(origin_cv)
+
+
+def ply_frame(camera_world: np.ndarray) -> np.ndarray:
+    """PLY frame -> Blender world for an import whose identity-extrinsic camera would sit at ``camera_world``."""
+    return np.asarray(camera_world, dtype=np.float64) @ FLIP
+
+
+# The frame of an import with World Origin placement: (x, y, z) in the PLY -> (x, z, −y) in Blender.
+ORIGIN_FRAME = ply_frame(default_camera_matrix())
+
+
+@dataclass(frozen=True)
+class ImportPoses:
+    frame: np.ndarray  # PLY frame -> Blender world
+    splat: np.ndarray  # matrix_world of the splat object (its data holds p_ply - origin)
+    camera: np.ndarray  # matrix_world of the source camera (rigid)
+
+
+def import_poses(
+    camera_world: np.ndarray, extrinsic: np.ndarray | None = None, origin: Sequence[float] = (0.0, 0.0, 0.0)
+) -> ImportPoses:
+    """Where an import puts the splats and the camera (see the module docstring).
+
+    Args:
+        camera_world: where the camera of an identity-extrinsic file goes (placement choice).
+        extrinsic: the file's world -> camera (4, 4), a rotation and translation (a uniform scale is
+            tolerated and ignored for the camera's pose); None or identity for SHARP's files.
+        origin: the scene centre in the PLY frame, subtracted from the stored positions.
+
+    An extrinsic that is no camera pose (singular, mirrored, sheared, non-finite) is ignored with a
+    warning: the splats still land where the file says, the camera as for SHARP's files.
+    """
+    frame = ply_frame(camera_world)
+    E = np.eye(4) if extrinsic is None else np.asarray(extrinsic, dtype=np.float64)
+    try:
+        if not np.all(np.isfinite(E)) or abs(np.linalg.det(E[:3, :3])) < 1e-12:
+            raise TransformError("singular or not finite")
+        R, _, t = similarity_parts(np.linalg.inv(E))
+    except TransformError as exc:
+        logger.warning("the PLY's extrinsic is not a camera pose (%s); placing the camera as for identity", exc)
+        R, t = np.eye(3), np.zeros(3)
+    camera_to_ply = np.eye(4)
+    camera_to_ply[:3, :3], camera_to_ply[:3, 3] = R, t
+    return ImportPoses(frame, frame @ translation(origin), frame @ camera_to_ply @ FLIP)
+
+
+@dataclass(frozen=True)
+class ExportMaps:
+    to_file: np.ndarray  # object-local (the stored data) -> output PLY frame
+    change: np.ndarray  # input PLY frame -> output PLY frame (identity for an untouched import)
+
+
+def export_maps(frame: np.ndarray, object_world: np.ndarray, origin: Sequence[float] = (0.0, 0.0, 0.0)) -> ExportMaps:
+    """Blender world -> the PLY frame through ``frame⁻¹``: ``to_file = frame⁻¹ @ matrix_world``."""
+    to_file = np.linalg.inv(np.asarray(frame, np.float64)) @ np.asarray(object_world, np.float64)
+    return ExportMaps(to_file, to_file @ translation(-np.asarray(origin, np.float64)))
+
+
+def exported_extrinsic(extrinsic: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """The world -> camera of the source camera after the splats moved by ``change`` (a similarity).
+
+    The camera moves with the splats, so the photo still lines up; a scale s is taken as the camera
+    seeing a scene s times larger (``diag(s, s, s, 1) @ E @ change⁻¹``), which keeps E a rotation and
+    translation and every projection the same.
+    """
+    _, s, _ = similarity_parts(change)
+    scale = np.diag([s, s, s, 1.0])
+    return scale @ np.asarray(extrinsic, np.float64) @ np.linalg.inv(np.asarray(change, np.float64))
 
 
 def view_matrix(camera_world: np.ndarray, object_world: np.ndarray) -> np.ndarray:
@@ -213,8 +290,7 @@ def bake_transform(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply a similarity transform to Gaussians: ``p' = sRp + t``, ``q' = q_R ⊗ q``, ``log σ' = log σ + ln s``.
 
-    Only the DC colour is kept as is; higher SH bands (``f_rest_*``) would need rotating too and are
-    left unchanged, which is exact for SHARP (degree 0) and an approximation for other PLYs.
+    The SH bands (``f_rest_*``) turn with R too: see :func:`.sh_rotation.rotate_f_rest`.
 
     Args:
         matrix: (4, 4) object-to-target transform (rotation, uniform scale, translation).

@@ -202,7 +202,9 @@ def source_ply(splat_obj: bpy.types.Object, scratch: Path, from_mesh: bool = Fal
         from .io import ply
 
         try:
-            count = ply.read_ply(source).vertex.shape[0]
+            vertex = ply.read_ply(source).vertex
+            # A compressed source (packed_* properties) is not what the sidecar reads: export the mesh.
+            count = vertex.shape[0] if "x" in (vertex.dtype.names or ()) else -1
         except (ply.PlyError, OSError):
             count = -1
         if count == len(splat_obj.data.vertices):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import conventions, ply
+from .io import compressed_ply, conventions, ply
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def read(path: str | os.PathLike[str]) -> SplatArrays:
     Raises:
         ply.PlyError: the file is malformed or lacks the 3DGS properties; the message names them.
     """
-    contents = ply.read_ply(path)
+    contents = compressed_ply.expand(ply.read_ply(path))  # chunked .compressed.ply -> the plain layout
     vertex = contents.vertex
     names = vertex.dtype.names or ()
     missing = [p for p in ply.REQUIRED_GAUSSIAN_PROPERTIES if p not in names]

@@ -189,3 +189,24 @@ def test_metric_scale_is_kept(clean_scene: bpy.types.Scene, tmp_path: Path) -> N
     obj = bpy.data.objects["metric"]
     a, b = (obj.matrix_world @ v.co for v in obj.data.vertices)
     assert math.isclose((a - b).length, 1.0, rel_tol=1e-6)  # 1 Blender unit = 1 m
+
+
+def test_compressed_ply_imports_as_splats(sharp: ModuleType, clean_scene: bpy.types.Scene, tmp_path: Path) -> None:
+    from tests.pure.test_compressed_ply import encode, gaussians
+
+    g = gaussians(300, rest=9)
+    path = tmp_path / "scene.compressed.ply"
+    path.write_bytes(encode(g, colour_bounds=True, sh_props=9))
+    assert bpy.ops.sharp.import_ply(filepath=str(path)) == {"FINISHED"}
+    obj = bpy.data.objects["scene.compressed"]
+    mesh = obj.data
+    assert len(mesh.vertices) == 300 and "f_rest_8" in mesh.attributes and "packed_position" not in mesh.attributes
+    world = np.array([list(obj.matrix_world @ v.co) for v in mesh.vertices])
+    # (x, y, z) in the file -> (x, z, -y) in Blender, within the 11/10/11-bit quantisation
+    np.testing.assert_allclose(world, g["means"][:, [0, 2, 1]] * [1, 1, -1], atol=6 / 1023)
+    # The preview hands the sidecar a plain PLY, not the compressed source.
+    import importlib
+
+    preview = importlib.import_module(f"{sharp.__name__}.preview")
+    plain = preview.source_ply(obj, tmp_path)
+    assert plain != path and ply.read_gaussians(plain).count == 300

@@ -154,3 +154,56 @@ def test_scene_centre_is_a_median() -> None:
     pts = np.array([[0, 0, 1], [0, 0, 2], [0, 0, 3], [10, 10, 100]], float)
     np.testing.assert_allclose(pl.scene_centre(pts), [0, 0, 2.5])
     assert pl.scene_centre(np.zeros((0, 3))).shape == (3,)
+
+
+def _rigid(rng: np.random.Generator) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = _rotation(rng.normal(size=3), rng.uniform(-3, 3))
+    m[:3, 3] = rng.normal(size=3)
+    return m
+
+
+def test_origin_frame_maps_ply_axes_to_blender_z_up() -> None:
+    np.testing.assert_allclose(pl.ORIGIN_FRAME[:3, :3] @ [1.0, 2.0, 3.0], [1.0, 3.0, -2.0], atol=1e-12)
+
+
+def test_untouched_import_exports_through_an_identity_change() -> None:
+    rng = np.random.default_rng(2)
+    cursor = _rigid(rng)
+    origin = rng.normal(size=3)
+    poses = pl.import_poses(cursor @ pl.default_camera_matrix(), _rigid(rng), origin)
+    maps = pl.export_maps(poses.frame, poses.splat, origin)
+    np.testing.assert_allclose(maps.change, np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(maps.to_file, pl.translation(origin), atol=1e-12)
+
+
+def test_camera_from_extrinsic_sees_the_file_points_where_the_extrinsic_says() -> None:
+    rng = np.random.default_rng(3)
+    E = _rigid(rng)
+    poses = pl.import_poses(pl.default_camera_matrix(), E)
+    points = rng.normal(size=(20, 3))
+    world = points @ poses.frame[:3, :3].T + poses.frame[:3, 3]
+    # Blender camera local = FLIP · OpenCV camera; so OpenCV camera = FLIP · inverse(camera) · world
+    cv = (pl.FLIP @ np.linalg.inv(poses.camera) @ np.c_[world, np.ones(20)].T).T[:, :3]
+    np.testing.assert_allclose(cv, points @ E[:3, :3].T + E[:3, 3], atol=1e-12)
+    # SHARP's identity extrinsic puts the camera exactly where placement says, as before
+    np.testing.assert_allclose(pl.import_poses(pl.default_camera_matrix()).camera, pl.default_camera_matrix())
+
+
+def test_a_broken_extrinsic_is_ignored_for_the_camera(caplog: pytest.LogCaptureFixture) -> None:
+    poses = pl.import_poses(pl.default_camera_matrix(), np.diag([1.0, 1.0, -1.0, 1.0]))
+    np.testing.assert_allclose(poses.camera, pl.default_camera_matrix())
+    assert "not a camera pose" in caplog.text
+
+
+def test_exported_extrinsic_keeps_projections_and_stays_rigid() -> None:
+    rng = np.random.default_rng(4)
+    E = _rigid(rng)
+    change = _rigid(rng) @ np.diag([2.5, 2.5, 2.5, 1.0])
+    out = pl.exported_extrinsic(E, change)
+    np.testing.assert_allclose(out[:3, :3] @ out[:3, :3].T, np.eye(3), atol=1e-12)
+    points = rng.normal(size=(10, 3)) + np.array([0.0, 0.0, 5.0])
+    moved = points @ change[:3, :3].T + change[:3, 3]
+    seen_before = points @ E[:3, :3].T + E[:3, 3]
+    seen_after = moved @ out[:3, :3].T + out[:3, 3]
+    np.testing.assert_allclose(seen_after, 2.5 * seen_before, atol=1e-12)

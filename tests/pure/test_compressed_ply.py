@@ -1,0 +1,224 @@
+"""Compressed PLY import: PlayCanvas/SuperSplat chunks and gsplat's ply_compressed, decoded in numpy.
+
+Files come from this test's own encoder (written from the format description, not from the decoder)
+and from packed words worked out by hand; both go through the real byte layout: an ASCII header and
+little-endian chunk, vertex and sh rows.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sharp_blender import splat
+from sharp_blender.io import compressed_ply, ply
+
+C0 = 0.28209479177387814
+
+
+def _quantise(t: np.ndarray, bits: int) -> np.ndarray:
+    top = (1 << bits) - 1
+    return np.clip(np.floor(t * top + 0.5), 0, top).astype(np.uint32)
+
+
+def _pack_3(v: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    span = np.where(high > low, high - low, 1.0)
+    t = (v - low) / span
+    return (_quantise(t[:, 0], 11) << 21) | (_quantise(t[:, 1], 10) << 11) | _quantise(t[:, 2], 11)
+
+
+def _pack_rotation(q: np.ndarray) -> np.ndarray:
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    largest = np.argmax(np.abs(q), axis=1)
+    q = q * np.where(q[np.arange(len(q)), largest] < 0, -1.0, 1.0)[:, None]
+    out = largest.astype(np.uint32) << 30
+    for row in range(len(q)):  # a test encoder: clarity over speed
+        rest = [q[row, j] for j in range(4) if j != largest[row]]
+        for value, shift in zip(rest, (20, 10, 0), strict=True):
+            out[row] |= _quantise(np.array([value / math.sqrt(2) + 0.5]), 10)[0] << shift
+    return out
+
+
+def encode(g: dict[str, np.ndarray], *, colour_bounds: bool, sh_props: int | None, comment: str = "") -> bytes:
+    """Gaussians (means, log_scales, quats, f_dc, opacity, f_rest) -> a compressed PLY's bytes."""
+    n = len(g["means"])
+    chunks = math.ceil(n / 256)
+    rows, packed = [], np.zeros((n, 4), np.uint32)
+    rgb = g["f_dc"] * C0 + 0.5
+    for c in range(chunks):
+        s = slice(c * 256, min(n, (c + 1) * 256))
+        lo_p, hi_p = g["means"][s].min(0), g["means"][s].max(0)
+        lo_s, hi_s = g["log_scales"][s].min(0), g["log_scales"][s].max(0)
+        lo_c, hi_c = rgb[s].min(0), rgb[s].max(0)
+        row = [*lo_p, *hi_p, *lo_s, *hi_s] + ([*lo_c, *hi_c] if colour_bounds else [])
+        rows.append(struct.pack(f"<{len(row)}f", *row))
+        packed[s, 0] = _pack_3(g["means"][s], lo_p, hi_p)
+        packed[s, 1] = _pack_rotation(g["quats"][s])
+        packed[s, 2] = _pack_3(g["log_scales"][s], lo_s, hi_s)
+        colour_t = (rgb[s] - lo_c) / np.where(hi_c > lo_c, hi_c - lo_c, 1) if colour_bounds else rgb[s]
+        alpha = 1 / (1 + np.exp(-g["opacity"][s]))
+        packed[s, 3] = (
+            (_quantise(colour_t[:, 0], 8) << 24)
+            | (_quantise(colour_t[:, 1], 8) << 16)
+            | (_quantise(colour_t[:, 2], 8) << 8)
+            | _quantise(alpha, 8)
+        )
+    header = ["ply", "format binary_little_endian 1.0"] + ([f"comment {comment}"] if comment else [])
+    header.append(f"element chunk {chunks}")
+    names = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z"]
+    names += ["min_scale_x", "min_scale_y", "min_scale_z", "max_scale_x", "max_scale_y", "max_scale_z"]
+    names += ["min_r", "min_g", "min_b", "max_r", "max_g", "max_b"] if colour_bounds else []
+    header += [f"property float {p}" for p in names]
+    header.append(f"element vertex {n}")
+    header += [f"property uint {p}" for p in compressed_ply.PACKED]
+    body = b"".join(rows) + packed.astype("<u4").tobytes()
+    if sh_props is not None:
+        header.append(f"element sh {n}")
+        header += [f"property uchar f_rest_{i}" for i in range(sh_props)]
+        if sh_props:
+            q = np.clip(np.trunc((g["f_rest"][:, :sh_props] / 8 + 0.5) * 256), 0, 255).astype(np.uint8)
+            body += q.tobytes()
+    header.append("end_header")
+    return ("\n".join(header) + "\n").encode() + body
+
+
+def gaussians(n: int, seed: int = 0, rest: int = 45) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "means": rng.uniform(-3, 3, (n, 3)),
+        "log_scales": rng.uniform(-6, -1, (n, 3)),
+        "quats": rng.normal(size=(n, 4)),
+        "f_dc": rng.uniform(-1.7, 1.7, (n, 3)),
+        "opacity": rng.uniform(-4, 4, n),
+        "f_rest": rng.uniform(-0.9, 0.9, (n, rest)),
+    }
+
+
+@pytest.mark.parametrize(
+    "layout, colour_bounds, sh_props",
+    [
+        ("supersplat, chunk colours, SH degree 3", True, 45),
+        ("older supersplat: no chunk colours, no sh", False, None),
+        ("gsplat ply_compressed with no SH bands (empty sh element)", True, 0),
+        ("SH degree 1", True, 9),
+    ],
+)
+def test_decoding_our_encoder_within_quantisation(
+    tmp_path: Path, layout: str, colour_bounds: bool, sh_props: int | None
+) -> None:
+    n = 700  # three chunks, the last one partial
+    g = gaussians(n)
+    path = tmp_path / "scene.compressed.ply"
+    path.write_bytes(encode(g, colour_bounds=colour_bounds, sh_props=sh_props, comment="Generated by a test"))
+    from plyfile import PlyData
+
+    assert [e.name for e in PlyData.read(str(path)).elements][:2] == ["chunk", "vertex"]  # a valid PLY
+    arrays = splat.read(path)
+    assert arrays.count == n
+    col = arrays.columns
+    span = np.ptp(g["means"], axis=0)  # each chunk's extent is at most the whole one
+    means = np.stack([col[a] for a in "xyz"], axis=1)
+    # 11/10/11 bits over each chunk's extent (at most the whole extent)
+    assert np.all(np.abs(means - g["means"]) <= span / np.array([2047, 1023, 2047]) * 0.51 + 1e-5)
+    scales = np.stack([col[f"scale_{i}"] for i in range(3)], axis=1)
+    assert np.abs(scales - g["log_scales"]).max() <= 5.0 / 1023 * 0.51 + 1e-5
+    rgb = np.stack([col[f"f_dc_{i}"] for i in range(3)], axis=1) * C0 + 0.5
+    step = (np.ptp(g["f_dc"] * C0, axis=0) if colour_bounds else np.ones(3)) / 255
+    assert np.all(np.abs(rgb - (g["f_dc"] * C0 + 0.5)) <= step * 0.51 + 1e-6)
+    alpha = 1 / (1 + np.exp(-col["opacity"].astype(np.float64)))
+    assert np.abs(alpha - 1 / (1 + np.exp(-g["opacity"]))).max() <= 0.51 / 255 + 1e-6
+    q = np.stack([col[f"rot_{i}"] for i in range(4)], axis=1).astype(np.float64)
+    truth = g["quats"] / np.linalg.norm(g["quats"], axis=1, keepdims=True)
+    assert np.abs(np.linalg.norm(q, axis=1) - 1).max() < 1e-3
+    assert (1 - np.abs(np.sum(q * truth, axis=1))).max() < 2e-5  # same rotation up to sign
+    rest = sorted(name for name in col if name.startswith("f_rest_"))
+    assert len(rest) == (sh_props or 0)
+    if rest:
+        got = np.stack([col[f"f_rest_{i}"] for i in range(len(rest))], axis=1)
+        assert np.abs(got - g["f_rest"][:, : len(rest)]).max() <= 8 / 256 * 0.5 + 1e-6
+    assert [name for name, _, _ in arrays.properties][:6] == ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2"]
+
+
+def test_hand_packed_words_decode_exactly(tmp_path: Path) -> None:
+    """Two splats whose packed words were worked out by hand from the format description."""
+    chunk = [0.0, -1.0, 2.0, 4.0, 1.0, 3.0, -5.0, -4.0, -3.0, -1.0, 0.0, 1.0, 0.1, 0.2, 0.3, 0.9, 0.8, 0.7]
+    # splat 0: x at max (2047), y at min (0), z at 1023/2047; scale all at max; colour all max, alpha 255;
+    #          rotation: largest is rot_0 (w), the other three 0 -> identity.
+    # splat 1: x at min, y at max (1023), z at min; scale at min; colour r min, g max, b min, alpha 0x80;
+    #          rotation: largest rot_3, others (rot_0, rot_1, rot_2) = (0.5, -0.5, 0.5) -> (0.5, -0.5, 0.5, 0.5).
+    # (v/1023 − 0.5)·√2 = 0 would need v = 511.5: 512 is one half-step off, hence atol 2e-3 below.
+    half = round((0.5 / math.sqrt(2) + 0.5) * 1023)  # 873
+    minus_half = round((-0.5 / math.sqrt(2) + 0.5) * 1023)  # 150
+    words = [
+        [(2047 << 21) | (0 << 11) | 1023, (0 << 30) | (512 << 20) | (512 << 10) | 512, 0xFFFFFFFF, 0xFFFFFFFF],
+        [(0 << 21) | (1023 << 11) | 0, (3 << 30) | (half << 20) | (minus_half << 10) | half, 0, 0x00FF0080],
+    ]
+    header = (
+        "ply\nformat binary_little_endian 1.0\nelement chunk 1\n"
+        + "".join(f"property float {p}\n" for p in (*compressed_ply.CHUNK_BOUNDS, *compressed_ply.CHUNK_COLOURS))
+        + "element vertex 2\n"
+        + "".join(f"property uint {p}\n" for p in compressed_ply.PACKED)
+        + "element sh 2\n"
+        + "".join(f"property uchar f_rest_{i}\n" for i in range(9))
+        + "end_header\n"
+    )
+    sh = bytes([0, 255, 128, 127, 0, 0, 0, 0, 0]) + bytes([255] * 9)
+    path = tmp_path / "hand.compressed.ply"
+    path.write_bytes(header.encode() + struct.pack("<18f", *chunk) + struct.pack("<8I", *words[0], *words[1]) + sh)
+    v = ply.structured(splat.read(path).columns)
+    np.testing.assert_allclose([v["x"][0], v["y"][0], v["z"][0]], [4.0, -1.0, 2.0 + 1023 / 2047], atol=1e-6)
+    np.testing.assert_allclose([v["x"][1], v["y"][1], v["z"][1]], [0.0, 1.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose([v[f"scale_{i}"][0] for i in range(3)], [-1.0, 0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose([v[f"scale_{i}"][1] for i in range(3)], [-5.0, -4.0, -3.0], atol=1e-6)
+    np.testing.assert_allclose([v[f"f_dc_{i}"][0] for i in range(3)], (np.array([0.9, 0.8, 0.7]) - 0.5) / C0, atol=1e-5)
+    np.testing.assert_allclose([v[f"f_dc_{i}"][1] for i in range(3)], (np.array([0.1, 0.8, 0.3]) - 0.5) / C0, atol=1e-5)
+    assert v["opacity"][0] > 15  # alpha 255: fully opaque, kept finite
+    assert math.isclose(float(v["opacity"][1]), math.log((128 / 255) / (1 - 128 / 255)), abs_tol=1e-5)
+    np.testing.assert_allclose([v[f"rot_{i}"][0] for i in range(4)], [1, 0, 0, 0], atol=2e-3)
+    np.testing.assert_allclose([v[f"rot_{i}"][1] for i in range(4)], [0.5, -0.5, 0.5, 0.5], atol=2e-3)
+    np.testing.assert_allclose(
+        [v[f"f_rest_{i}"][0] for i in range(4)], [-4.0, 4.0, 128.5 / 256 * 8 - 4, 127.5 / 256 * 8 - 4], atol=1e-6
+    )
+    np.testing.assert_allclose([v[f"f_rest_{i}"][1] for i in range(9)], [4.0] * 9, atol=1e-6)
+
+
+def test_wrong_chunk_count_is_a_clear_error(tmp_path: Path) -> None:
+    data = encode(gaussians(300), colour_bounds=True, sh_props=None)
+    path = tmp_path / "bad.compressed.ply"
+    path.write_bytes(data.replace(b"element chunk 2", b"element chunk 1", 1))
+    with pytest.raises(ply.PlyError, match="need 2 chunks"):
+        splat.read(path)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("scene.spz", b"\x1f\x8b\x08\x00" + bytes(60), "Niantic SPZ.*splat-transform"),
+        ("scene.sog", b"PK\x03\x04" + bytes(60), "SOG.*splat-transform"),
+        ("scene.splat", bytes(range(64)), "antimatter15 .splat.*splat-transform"),
+        ("scene.ksplat", b"\x00\x01" + bytes(62), "ksplat.*splat-transform"),
+    ],
+)
+def test_other_splat_formats_are_named_with_a_way_to_convert(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ply.PlyError, match=message):
+        splat.read(path)
+
+
+def test_other_ply_layouts_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.ply"
+    cols = {a: np.zeros(3, np.float32) for a in "xyz"} | {c: np.zeros(3, np.uint8) for c in ("red", "green", "blue")}
+    ply.write_ply(path, ply.structured(cols))
+    with pytest.raises(ply.PlyError, match=r"ordinary point cloud.*Stanford PLY"):
+        splat.read(path)
+    twod = {a: np.zeros(3, np.float32) for a in ("x", "y", "z", "f_dc_0", "opacity", "scale_0", "scale_1", "rot_0")}
+    ply.write_ply(path, ply.structured(twod))
+    with pytest.raises(ply.PlyError, match="2DGS"):
+        splat.read(path)
