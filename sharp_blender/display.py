@@ -32,7 +32,7 @@ MATERIAL_NAME = "SHARP Splat v2"
 MODIFIER_NAME = "SHARP Splats"
 POINT_SIZE = "Point Size"
 OPACITY_THRESHOLD = "Opacity Threshold"
-DEFAULT_POINT_SIZE = 1.0
+DEFAULT_POINT_SIZE = 1.25  # measured: best mean PSNR over compact and soft scenes, three views (issue 11)
 DEFAULT_OPACITY_THRESHOLD = 0.02
 # Shown under the Points settings: discs of constant alpha only approximate soft Gaussians.
 POINTS_NOTE = ("Points are flat discs, an approximation.", "Render Preview shows the exact splats.")
