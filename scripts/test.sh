@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Create (or reuse) the test environment, then run lint, types, the extension validation and the
-# whole pytest suite. Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow" tests/pure
+# Create (or reuse) the two test environments, then run lint, types, the extension validation and the
+# whole pytest suite under bpy 5.0.1, and tests/blender again under bpy 5.3.0.
+# Extra arguments go to the bpy 5.0.1 pytest run, e.g. scripts/test.sh -m "not slow" tests/pure
 #
-#   SHARP_TEST_VENV   test environment (default: .venv-test in the repository)
-#   SHARP_SHARED      the shared folder with spec/ and reference/ (default: ../shared)
-#   SHARP_TEST_CACHE  where the 2.8 GB generated reference weights are cached (default: ~/.cache/sharp_blender-tests)
+#   SHARP_TEST_VENV     bpy 5.0.1 environment: Python 3.11, torch, the sidecar (default: .venv-test)
+#   SHARP_TEST_VENV53   bpy 5.3.0 environment: Python 3.13, no torch (default: .venv-test-bpy53)
+#   PYTHON, PYTHON313   the interpreters to build them from (default: python3.11; pyenv's 3.13, or python3.13)
+#   SHARP_TEST_BPY53    0 skips everything about the bpy 5.3 environment (local runs only; CI runs it)
+#   SHARP_TEST_BPY53_ARGS  pytest arguments of the bpy 5.3 run (default: tests/blender)
+#   SHARP_SHARED        the shared folder with spec/ and reference/ (default: ../shared)
+#   SHARP_TEST_CACHE    where the 2.8 GB generated reference weights are cached (default: ~/.cache/sharp_blender-tests)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -25,6 +30,48 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; 
     "$VENV/bin/python" -m pip install --quiet --no-deps -e sidecar
     echo "$WANT" > "$STAMP"
 fi
+
+# The bpy 5.3 run: its own environment (bpy 5.3.0 is built for Python 3.13 only; no torch). Tests that
+# need torch or the real sidecar run it as a subprocess of SHARP_SIDECAR_PYTHON, the 3.11 environment.
+find_python313() {
+    local candidates=() root candidate
+    if command -v pyenv >/dev/null 2>&1 && root="$(pyenv root 2>/dev/null)"; then
+        candidates+=("$root"/versions/3.13*/bin/python3.13)
+    fi
+    candidates+=("$HOME"/.pyenv/versions/3.13*/bin/python3.13)
+    candidate="$(command -v python3.13 || true)"
+    [ -n "$candidate" ] && candidates+=("$candidate")
+    for candidate in "${candidates[@]}"; do
+        if [ -x "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+BPY53="${SHARP_TEST_BPY53:-1}"
+VENV53="${SHARP_TEST_VENV53:-$ROOT/.venv-test-bpy53}"
+if [ "$BPY53" != 0 ]; then
+    STAMP53="$VENV53/.sharp-requirements"
+    WANT53="$(sha256sum requirements/test-bpy53.txt | cut -d' ' -f1)"
+    if [ ! -x "$VENV53/bin/python" ] || [ "$(cat "$STAMP53" 2>/dev/null)" != "$WANT53" ]; then
+        PYTHON313="${PYTHON313:-$(find_python313 || true)}"
+        if [ -z "$PYTHON313" ]; then
+            echo "error: the bpy 5.3 tests need Python 3.13 (bpy 5.3.0 is built for it) and none was found" \
+                "(looked in \$(pyenv root)/versions/3.13*, ~/.pyenv/versions/3.13* and python3.13 on PATH)." \
+                "Install it (pyenv install 3.13), set PYTHON313=/path/to/python3.13, or skip with SHARP_TEST_BPY53=0" >&2
+            exit 2
+        fi
+        echo "== creating the bpy 5.3 test environment in $VENV53 ($PYTHON313; no torch)"
+        start53=$SECONDS
+        rm -rf "$VENV53"
+        "$PYTHON313" -m venv "$VENV53"
+        "$VENV53/bin/python" -m pip install --quiet --upgrade pip
+        "$VENV53/bin/python" -m pip install --quiet -r requirements/test-bpy53.txt
+        echo "$WANT53" > "$STAMP53"
+        echo "   ($((SECONDS - start53)) s)"
+    fi
+fi
 export PATH="$VENV/bin:$PATH"
 export SHARP_SHARED="${SHARP_SHARED:-$(dirname "$ROOT")/shared}"
 
@@ -34,7 +81,16 @@ ruff format --check .
 echo "== mypy"
 mypy sharp_blender
 mypy sidecar/sharp_sidecar
-echo "== extension manifest (Blender's blender_ext.py)"
+echo "== extension manifest and zip (blender_ext.py of bpy 5.0.1)"
 python scripts/build_extension.py --out-dir build/dist
-echo "== pytest"
+if [ "$BPY53" != 0 ]; then
+    echo "== extension manifest and zip (blender_ext.py of bpy 5.3.0)"
+    "$VENV53/bin/python" scripts/build_extension.py --out-dir build/dist-bpy53
+fi
+echo "== pytest (bpy 5.0.1, Python 3.11)"
 python -m pytest "$@"
+if [ "$BPY53" != 0 ]; then
+    echo "== pytest (bpy 5.3.0, Python 3.13; the sidecar runs under $VENV/bin/python)"
+    # shellcheck disable=SC2086  # word splitting of the extra arguments is wanted
+    SHARP_SIDECAR_PYTHON="$VENV/bin/python" "$VENV53/bin/python" -m pytest ${SHARP_TEST_BPY53_ARGS:-tests/blender}
+fi

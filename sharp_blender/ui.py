@@ -88,6 +88,8 @@ class SHARP_PT_display(_SidebarPanel, bpy.types.Panel):
         for name in (display.POINT_SIZE, display.OPACITY_THRESHOLD):
             owner, path = display.input_property(mod, name)
             col.prop(owner, path, text=name)
+        for line in display.POINTS_NOTE:
+            col.label(text=line, icon="INFO" if line == display.POINTS_NOTE[0] else "BLANK1")
         col.label(text=f"{len(obj.data.vertices):,} splats", icon="POINTCLOUD_DATA")  # type: ignore[union-attr]
         camera_name = obj.get(importer.PROP_CAMERA)
         if camera_name:

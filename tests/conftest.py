@@ -2,12 +2,17 @@
 
 Test groups: tests/pure (no bpy, no torch), tests/sidecar (torch on CPU), tests/blender (bpy in
 background mode). Full-size model runs are marked ``slow``; they run in CI too.
+
+tests/blender also runs under bpy 5.3 (Python 3.13), in an environment without torch: anything that
+needs torch or the real sidecar runs as a subprocess of ``sidecar_python()`` (SHARP_SIDECAR_PYTHON, the
+3.11 environment's Python, which scripts/test.sh sets), never in-process.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,6 +25,28 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARP_SHARED") or REPO.parent / "shared").resolve()
 REFERENCE = SHARED / "reference"
 CACHE = Path(os.environ.get("SHARP_TEST_CACHE") or Path.home() / ".cache" / "sharp_blender-tests")
+
+
+def sidecar_python() -> str | None:
+    """A Python that has torch and the sidecar: $SHARP_SIDECAR_PYTHON, else this one if it has both."""
+    explicit = os.environ.get("SHARP_SIDECAR_PYTHON")
+    if explicit:
+        return explicit
+    if importlib.util.find_spec("torch") is not None and importlib.util.find_spec("sharp_sidecar") is not None:
+        return sys.executable
+    return None
+
+
+@pytest.fixture(scope="session", name="sidecar_python")
+def sidecar_python_fixture() -> str:
+    """The sidecar's Python for subprocesses; without one the test is skipped (it fails in CI)."""
+    python = sidecar_python()
+    if python is None:
+        message = "no Python with torch and the sidecar: set SHARP_SIDECAR_PYTHON=/path/to/.venv-test/bin/python"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,7 +101,7 @@ def _locked(name: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def ref_weights_path() -> Path:
+def ref_weights_path(sidecar_python: str) -> Path:
     """The deterministic full-size state_dict of make_weights.py, generated once and cached outside the repo.
 
     The cache key is a hash of the generator and the key list; generation runs in a child process (so its
@@ -87,7 +114,7 @@ def ref_weights_path() -> Path:
     with _locked("refweights.lock"):
         if not target.is_file():
             partial = target.with_suffix(".partial")
-            subprocess.run([sys.executable, str(REFERENCE / "make_weights.py"), "--out", str(partial)], check=True)
+            subprocess.run([sidecar_python, str(REFERENCE / "make_weights.py"), "--out", str(partial)], check=True)
             partial.replace(target)
     return target
 

@@ -58,10 +58,13 @@ def test_points_have_radius_from_scales_and_the_material(
     obj = bpy.data.objects["pts"]
     _, radius, materials = _points(obj)
     assert len(radius) == 4 * 6
-    np.testing.assert_allclose(radius, math.sqrt(2) * 3.0 / 20.0, rtol=1e-5)  # Point Size 1 x max(scale)
+    # The drawn point is DISC_COVER (√2) x the shown disc, Point Size x max(scale); the material cuts the disc.
+    size = sharp.display.DEFAULT_POINT_SIZE
+    assert sharp.display.get_input(obj, sharp.display.POINT_SIZE) == pytest.approx(size)
+    np.testing.assert_allclose(radius, math.sqrt(2) * size * math.sqrt(2) * 3.0 / 20.0, rtol=1e-5)
     assert materials == [sharp.display.MATERIAL_NAME]
     sharp.display.set_input(obj, sharp.display.POINT_SIZE, 0.5)
-    np.testing.assert_allclose(_points(obj)[1], 0.5 * math.sqrt(2) * 3.0 / 20.0, rtol=1e-5)
+    np.testing.assert_allclose(_points(obj)[1], math.sqrt(2) * 0.5 * math.sqrt(2) * 3.0 / 20.0, rtol=1e-5)
     material = bpy.data.materials[sharp.display.MATERIAL_NAME]
     if hasattr(material, "surface_render_method"):
         assert material.surface_render_method == "DITHERED"
@@ -97,7 +100,7 @@ def test_cycles_render_through_the_camera_reproduces_the_photo(
     reference_images: dict[str, Path],
     record_property: Callable[[str, object], None],
 ) -> None:
-    """One opaque splat per 2x2 block, 4 m away, radius sqrt(2)·depth/f (it covers its block).
+    """One opaque splat per 2x2 block (Point Size 1), 4 m away, radius sqrt(2)·depth/f (it covers its block).
 
     Each pixel is inside one block, and the nearest sphere centre wins the depth test, so a perfect
     renderer shows the 2x2 block-mean image. Its PSNR against the photo is the ceiling: the render
@@ -112,6 +115,7 @@ def test_cycles_render_through_the_camera_reproduces_the_photo(
     f = 1.1 * width
     path = _splat_ply(tmp_path / "render.ply", photo, f=f, depth=4.0)
     assert bpy.ops.sharp.import_ply(filepath=str(path)) == {"FINISHED"}
+    sharp.display.set_input(bpy.data.objects["render"], sharp.display.POINT_SIZE, 1.0)
 
     scene = clean_scene
     scene.render.engine = "CYCLES"

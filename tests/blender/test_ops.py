@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -189,13 +188,13 @@ def test_predict_with_the_real_sidecar_on_cpu(
     full_forward_lock: None,
     reference_images: dict[str, Path],
     tmp_path: Path,
+    sidecar_python: str,
 ) -> None:
-    """The real `sharp serve` (this venv's Python, sidecar installed editable) with the generated weights."""
-    pytest.importorskip("sharp_sidecar.serve.server", reason="the sidecar's server has not landed")
+    """The real `sharp serve` (the 3.11 venv's Python, sidecar installed editable) with the generated weights."""
     prefs = _prefs()
     saved = (prefs.sidecar_command, prefs.checkpoint_path, prefs.output_dir, prefs.device, prefs.keep_model)
     prefs.sidecar_command = ""
-    prefs.python_path = sys.executable
+    prefs.python_path = sidecar_python
     prefs.checkpoint_path = str(ref_weights_path)
     prefs.output_dir = str(tmp_path / "ply")
     prefs.device, prefs.keep_model = "cpu", False

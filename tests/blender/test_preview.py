@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -30,11 +29,11 @@ def pixel_ply(path: Path, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
-def cpu_sidecar(sharp: ModuleType, tmp_path: Path) -> Iterator[Path]:
+def cpu_sidecar(sharp: ModuleType, tmp_path: Path, sidecar_python: str) -> Iterator[Path]:
     """The real sidecar (`python -m sharp_sidecar serve`, torch on CPU); yields the output folder."""
     prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
     saved = (prefs.sidecar_command, prefs.output_dir, prefs.device)
-    prefs.sidecar_command = shlex.join([sys.executable, "-m", "sharp_sidecar", "serve"])
+    prefs.sidecar_command = shlex.join([sidecar_python, "-m", "sharp_sidecar", "serve"])
     prefs.output_dir = str(tmp_path / "out")
     prefs.device = "cpu"
     yield tmp_path / "out"
