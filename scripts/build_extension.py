@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Validate blender_manifest.toml and build the installable extension zip.
 
-The package ``sharp_blender/`` and the top-level ``blender_manifest.toml`` are staged into
-``build/extension/`` (links resolved), then validated and zipped with Blender's own tooling:
+The package ``sharp_blender/``, the top-level ``blender_manifest.toml`` and the sidecar's source tree
+(``sidecar/``: pyproject.toml, README.md, sharp_sidecar/, which the add-on's *Install SHARP Runtime*
+installs with pip) are staged into ``build/extension/`` (links resolved, no caches or build outputs),
+then validated and zipped with Blender's own tooling:
 ``blender_ext.py`` from the ``bpy`` wheel when importable, else ``blender --command extension``.
 
 Usage: python scripts/build_extension.py [--out-dir dist] [--validate-only] [--blender PATH]
@@ -38,11 +40,22 @@ def find_blender(explicit: str | None) -> str | None:
     return explicit or os.environ.get("BLENDER") or shutil.which("blender")
 
 
+SIDECAR_FILES = ("pyproject.toml", "README.md")
+SIDECAR_PACKAGE = "sharp_sidecar"
+
+
 def stage(staging: Path) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
-    shutil.copytree(ROOT / "sharp_blender", staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    caches = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    shutil.copytree(ROOT / "sharp_blender", staging, ignore=caches)
     shutil.copy2(ROOT / "blender_manifest.toml", staging / "blender_manifest.toml")
+    sidecar = staging / "sidecar"
+    sidecar.mkdir()
+    for name in SIDECAR_FILES:
+        shutil.copy2(ROOT / "sidecar" / name, sidecar / name)
+    # copytree follows links (symlinks=False): the zip holds plain files only.
+    shutil.copytree(ROOT / "sidecar" / SIDECAR_PACKAGE, sidecar / SIDECAR_PACKAGE, ignore=caches)
     return staging
 
 

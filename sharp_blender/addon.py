@@ -11,11 +11,13 @@ from __future__ import annotations
 import bpy
 
 from . import jobs, ops, prefs, preview_ops, props, ui
+from .runtime import ops as runtime_ops
 
 CLASSES: tuple[type, ...] = (
     *prefs.CLASSES,
     *props.CLASSES,
     *ops.CLASSES,
+    *runtime_ops.CLASSES,
     *ui.CLASSES,
     *preview_ops.CLASSES,
 )
