@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
 DEFAULT_TORCH = "torch>=2.4"
+# Linux without NVIDIA and without a CPU index: the version the tests and reference vectors use, whose CPU
+# wheel offline mirrors (such as CI's) carry; from pip's default index it is the CUDA-bundled build.
+LINUX_CPU_TORCH = "torch==2.13.0"
 TORCH_ENV = "SHARP_TORCH"
 INDEX_ENV = "SHARP_TORCH_INDEX"
 MIN_PYTHON = (3, 10)
@@ -145,7 +148,7 @@ def choose_torch(machine: Machine, requirement: str | None = None, index_url: st
     if machine.system == "linux" and index is None:
         return TorchChoice(
             CPU,
-            (torch,),
+            (requirement or LINUX_CPU_TORCH,),
             None,
             "",
             "no NVIDIA GPU: torch runs on the CPU",
