@@ -200,6 +200,7 @@ class Installer:
         self._thread: threading.Thread | None = None
         self._log: Any = None
         self._span = 0.0
+        self._t0 = time.monotonic()
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -248,6 +249,7 @@ class Installer:
 
     def _run(self) -> dict[str, Any]:
         o, layout = self.options, self.layout
+        self._t0 = time.monotonic()
         layout.root.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             layout.marker.unlink()  # from here until the very end, the runtime is not ready
@@ -306,7 +308,9 @@ class Installer:
         self._check_cancel()
         with atomic_path(layout.marker) as tmp:
             tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        self._say(f"ready: sharp {result['version']}, torch {result['torch']}, device {result['device']}")
+        self._say(
+            f"ready after {time.monotonic() - self._t0:.1f} s: sharp {result['version']}, torch {result['torch']}, device {result['device']}"
+        )
         return result
 
     def _check_disk(self, choice: plan.TorchChoice) -> None:
@@ -420,7 +424,7 @@ class Installer:
                 self._span = share
                 break
             done += share
-        self._say(f"== {message}")
+        self._say(f"== [{time.monotonic() - self._t0:.1f} s] {message}")
         self._progress(done, message)
 
     def _progress(self, fraction: float, message: str) -> None:

@@ -227,6 +227,8 @@ def pip_argv(
 ) -> list[str]:
     """``python -m pip install`` with no prompts; offline (``wheels_dir``) it reads nothing but that folder."""
     argv = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
+    # No byte-compiling of every installed file (sympy, torch: thousands): Python caches what it imports.
+    argv.append("--no-compile")
     if upgrade:
         argv.append("--upgrade")
     if wheels_dir is not None:
