@@ -20,6 +20,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -186,6 +187,17 @@ class Options:
 _STEPS = (("python", 0.02), ("venv", 0.06), ("torch", 0.62), ("sidecar", 0.2), ("verify", 0.1))
 
 
+def _stop_tree(proc: subprocess.Popen[str]) -> None:
+    """Terminate a command and the processes it started (pip's build backends), which hold its output pipe."""
+    try:
+        if sys.platform == "win32":
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, timeout=30)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
+    except (OSError, subprocess.SubprocessError):
+        proc.terminate()
+
+
 class Installer:
     def __init__(self, options: Options, events: queue.Queue[Event] | None = None) -> None:
         self.options = options
@@ -214,7 +226,7 @@ class Installer:
         with self._lock:
             proc = self._proc
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            _stop_tree(proc)
 
     def start(self) -> threading.Thread:
         def work() -> None:
@@ -339,8 +351,15 @@ class Installer:
 
     def _verify(self, python: Path) -> dict[str, Any]:
         sidecar = client.SidecarClient(client.sidecar_command(python), env=self.options.env)
+        deadline = time.monotonic() + self.options.verify_timeout
         try:
-            status = sidecar.wait_ready(self.options.verify_timeout)
+            while True:  # in short waits, so that Cancel is heard while torch imports
+                try:
+                    status = sidecar.wait_ready(min(1.0, max(0.05, deadline - time.monotonic())))
+                    break
+                except client.SidecarError as exc:
+                    if exc.kind != client.TIMEOUT or time.monotonic() >= deadline or self._cancel.is_set():
+                        raise
         except client.SidecarError as exc:
             self._check_cancel()
             raise InstallError(
@@ -385,13 +404,14 @@ class Installer:
                 errors="replace",
                 env=self._env(),
                 creationflags=flags,
+                start_new_session=sys.platform != "win32",  # Cancel stops pip's own children too
             )
         except OSError as exc:
             raise InstallError(PYTHON, f"cannot run {argv[0]} while {step}: {exc.strerror or exc}") from None
         with self._lock:
             self._proc = proc
         if self._cancel.is_set():  # cancelled between the check above and the start
-            proc.terminate()
+            _stop_tree(proc)
         start, span = self.fraction, self._span
         assert proc.stdout is not None
         for raw in proc.stdout:

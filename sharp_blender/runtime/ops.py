@@ -139,6 +139,21 @@ def _stop_sidecar() -> None:
     jobs.shutdown()
 
 
+def begin(opts: installer.Options) -> installer.Installer:
+    """A new install, shown by the preferences from now on (the running sidecar is stopped first)."""
+    _stop_sidecar()
+    STATE.reset()
+    job = installer.Installer(opts, STATE.events)
+    STATE.installer, STATE.log = job, job.layout.log
+    return job
+
+
+def start_in_background(job: installer.Installer) -> None:
+    """The UI's path: the install in a thread, its events drained by a timer (:func:`_tick`)."""
+    job.start()
+    bpy.app.timers.register(_tick, first_interval=TIMER_S)
+
+
 class SHARP_RuntimeSettings(bpy.types.PropertyGroup):
     python_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Runtime Python",
@@ -186,13 +201,9 @@ class SHARP_OT_install_runtime(bpy.types.Operator):
         if STATE.busy:
             self.report({"WARNING"}, "the SHARP runtime is already being installed")
             return {"CANCELLED"}
-        _stop_sidecar()
-        STATE.reset()
-        job = installer.Installer(options(prefs.get(context).runtime), STATE.events)
-        STATE.installer, STATE.log = job, job.layout.log
+        job = begin(options(prefs.get(context).runtime))
         if not (bpy.app.background or self.wait):
-            job.start()
-            bpy.app.timers.register(_tick, first_interval=TIMER_S)
+            start_in_background(job)
             self.report({"INFO"}, f"installing the SHARP runtime (log: {job.layout.log})")
             return {"FINISHED"}
         try:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 import subprocess
 import sys
 import threading
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -55,6 +57,71 @@ def _not_ready(ops: ModuleType) -> None:
     root = ops.runtime_root()
     assert not (root / "ready.json").exists() and ops.ready_info() is None and ops.ready_python() is None
     assert not str(_prefs().python()).startswith(str(root))
+
+
+def test_the_zip_carries_the_sidecar_source_as_plain_files(extension_zip: Path) -> None:
+    with zipfile.ZipFile(extension_zip) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+    assert {"sidecar/pyproject.toml", "sidecar/README.md", "sidecar/sharp_sidecar/__init__.py"} <= set(infos)
+    assert "runtime/installer.py" in infos and "runtime/plan.py" in infos
+    assert not [n for n in infos if "__pycache__" in n or ".egg-info" in n or n.endswith(".pyc")]
+    assert not [n for n, i in infos.items() if stat.S_ISLNK(i.external_attr >> 16)]  # no links
+    # The shared modules (links in the repository) are real copies of the add-on's own files.
+    shared = [p.name for p in (REPO / "sidecar" / "sharp_sidecar").iterdir() if p.is_symlink()]
+    with zipfile.ZipFile(extension_zip) as archive:
+        for name in shared:
+            assert archive.read(f"sidecar/sharp_sidecar/{name}") == archive.read(name), name
+
+
+class _Recorder:
+    """Stands in for a UILayout: records every call (box/row/column return itself)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, object]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., _Recorder]:
+        def call(*args: object, **kwargs: object) -> _Recorder:
+            self.calls.append((name, {"args": args, **kwargs}))
+            return self
+
+        return call
+
+    def texts(self, kind: str) -> list[str]:
+        return [str(kw.get("text") or kw["args"][0]) for name, kw in self.calls if name == kind]
+
+
+def test_preferences_section_progress_and_the_timer_path(runtime: ModuleType, tmp_path: Path) -> None:
+    settings = _prefs().runtime
+    layout = _Recorder()
+    runtime.draw(layout, settings)
+    assert any("Not installed" in t for t in layout.texts("label"))
+    assert "Install SHARP Runtime" in layout.texts("operator")
+    # The UI's path: a thread, and the timer callback draining its queue (timers never fire in background
+    # mode, so the test calls it). An old Python makes it end quickly, with a plain message.
+    old = tmp_path / "python3.9"
+    old.write_text('#!/bin/sh\necho \'{"version": [3, 9, 7], "venv": true, "ensurepip": true}\'\n')
+    old.chmod(0o755)
+    settings.python_path = str(old)
+    try:
+        runtime.start_in_background(runtime.begin(runtime.options(settings)))
+        busy = _Recorder()
+        runtime.draw(busy, settings)
+        assert [name for name, _ in busy.calls].count("progress") == 1
+        assert "sharp.cancel_runtime_install" in busy.texts("operator")
+        deadline = time.monotonic() + 30
+        while runtime._tick() is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        settings.python_path = ""
+        if bpy.app.timers.is_registered(runtime._tick):
+            bpy.app.timers.unregister(runtime._tick)
+    assert not runtime.STATE.busy and "Python 3.9.7" in runtime.STATE.error
+    done = _Recorder()
+    runtime.draw(done, settings)
+    labels = " ".join(done.texts("label"))
+    assert "unsupported Python" in labels and f"Log: {runtime.runtime_root() / 'install.log'}" in labels
+    _not_ready(runtime)
 
 
 def test_offline_without_wheels_is_refused_with_what_to_download(runtime: ModuleType) -> None:
