@@ -160,7 +160,7 @@ def test_cancel_stops_the_install_and_leaves_nothing_ready(runtime: ModuleType) 
     def press_cancel_once_torch_installs() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if log.is_file() and "== installing torch" in log.read_text():
+            if log.is_file() and "] installing torch" in log.read_text():
                 time.sleep(1.0)  # pip is running now
                 runtime.STATE.cancel()  # what the Cancel button's operator calls
                 return
