@@ -42,6 +42,7 @@ def register() -> None:
 
 def unregister() -> None:
     jobs.shutdown()
+    runtime_ops.shutdown()
     bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
     preview_ops.unregister()

@@ -132,6 +132,14 @@ def _finish() -> None:
     STATE.installer = None
 
 
+def shutdown() -> None:
+    """Add-on disabled or Blender quitting: stop an install in progress (it stays 'not ready')."""
+    STATE.cancel()
+    if bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.unregister(_tick)
+    STATE.installer = None
+
+
 def _stop_sidecar() -> None:
     """pip must not replace packages under a running sidecar; the next job starts the new one."""
     from .. import jobs
