@@ -1,12 +1,6 @@
 """Build the SHARP runtime: a venv with torch and the sidecar, checked by starting ``sharp serve``. No bpy.
 
-Layout of the runtime folder (the extension's user folder ``runtime/``)::
-
-    venv/          the environment (made with the chosen Python's venv module)
-    install.log    every command and every line pip printed, of the last install
-    ready.json     written last and atomically, only after ``sharp serve`` answered; its absence means
-                   "not ready" whatever else is in the folder (a cancelled or failed install removes nothing
-                   the next attempt can reuse, but never leaves this marker behind)
+The runtime folder's layout and its ready marker are in :mod:`.layout`; failures in :mod:`.failures`.
 
 :class:`Installer` runs synchronously (:meth:`Installer.run`, for scripts and background mode) or in a
 thread (:meth:`Installer.start`); either way it reports :class:`Event` objects to an optional queue that
@@ -27,7 +21,6 @@ import threading
 import time
 import tomllib
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,50 +28,10 @@ from typing import Any
 from .. import client
 from ..atomic import atomic_path
 from . import plan
+from .failures import CANCELLED, DISK, OFFLINE, PIP, PYTHON, SOURCE, VERIFY, InstallError, explain_pip_failure
+from .layout import Layout
 
-MARKER = "ready.json"
-LOG = "install.log"
-TAIL_LINES = 12
 VERIFY_TIMEOUT_S = 600.0  # the first import of torch on a cold disk can take a minute or more
-
-# Failure kinds (InstallError.kind)
-OFFLINE, NETWORK, DISK, PIP, PYTHON, CANCELLED, VERIFY, SOURCE = (
-    "offline",
-    "network",
-    "disk",
-    "pip",
-    "python",
-    "cancelled",
-    "verify",
-    "source",
-)
-
-_NETWORK_SIGNS = (
-    "failed to establish a new connection",
-    "temporary failure in name resolution",
-    "name or service not known",
-    "network is unreachable",
-    "connection refused",
-    "max retries exceeded",
-    "connectionerror",
-    "read timed out",
-    "readtimeouterror",
-    "could not fetch url",
-    "sslerror",
-    "getaddrinfo failed",
-)
-_DISK_SIGNS = ("no space left on device", "errno 28", "disk quota exceeded", "not enough space on the disk")
-
-
-class InstallError(Exception):
-    def __init__(self, kind: str, message: str, tail: str = "") -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.tail = tail
-
-    def __str__(self) -> str:
-        return f"{self.message}\n{self.tail}" if self.tail else self.message
 
 
 @dataclass(frozen=True)
@@ -90,83 +43,10 @@ class Event:
     error: InstallError | None = None
 
 
-@dataclass(frozen=True)
-class Layout:
-    root: Path
-
-    @property
-    def venv(self) -> Path:
-        return self.root / "venv"
-
-    @property
-    def marker(self) -> Path:
-        return self.root / MARKER
-
-    @property
-    def log(self) -> Path:
-        return self.root / LOG
-
-    @property
-    def build(self) -> Path:
-        return self.root / "build"
-
-    def python(self, system: str | None = None) -> Path:
-        return Path(plan.venv_python(self.venv, system or plan.system_name()))
-
-
-def read_ready(root: Path) -> dict[str, Any] | None:
-    """The ready marker's content if the runtime is ready (marker valid and its Python present), else None."""
-    try:
-        info = json.loads((root / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or not Path(str(info.get("python", ""))).is_file():
-        return None
-    return info
-
-
-def ready_python(root: Path) -> Path | None:
-    info = read_ready(root)
-    return Path(info["python"]) if info else None
-
-
-def remove_runtime(root: Path) -> None:
-    """Delete the runtime: the marker first (so an interrupted removal is never 'ready'), then the rest."""
-    with contextlib.suppress(FileNotFoundError):
-        (root / MARKER).unlink()
-    if root.exists():
-        shutil.rmtree(root)
-
-
 def sidecar_requirements(sidecar_dir: Path) -> list[str]:
     """The sidecar's dependencies other than torch, from its pyproject.toml (for the offline download list)."""
     project = tomllib.loads((sidecar_dir / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     return [r for r in project.get("dependencies", []) if not r.replace(" ", "").startswith("torch")]
-
-
-def explain_pip_failure(step: str, returncode: int, lines: Sequence[str], offline: bool) -> InstallError:
-    """Plain words for a failed pip run, with pip's own last lines."""
-    tail = "\n".join(lines[-TAIL_LINES:])
-    text = "\n".join(lines).lower()
-    if any(sign in text for sign in _DISK_SIGNS):
-        return InstallError(DISK, f"no disk space left while {step}: free some space and install again", tail)
-    if not offline and any(sign in text for sign in _NETWORK_SIGNS):
-        return InstallError(
-            NETWORK,
-            f"no network: pip could not reach the package index while {step}. Check the internet connection "
-            "(or proxy), or install offline from a folder of wheels",
-            tail,
-        )
-    missing = [line for line in lines if "no matching distribution found for" in line.lower()]
-    if missing:
-        where = "the offline wheels folder has no" if offline else "pip found no"
-        found = missing[-1].split("for", 1)[-1].strip()
-        return InstallError(
-            PIP,
-            f"{where} {found} for this Python and OS while {step} (pip exit code {returncode}); see pip's last lines",
-            tail,
-        )
-    return InstallError(PIP, f"pip failed while {step} (exit code {returncode}); pip's last lines:", tail)
 
 
 @dataclass

@@ -18,6 +18,9 @@ from typing import Any
 import bpy
 
 from . import installer, plan
+from .failures import InstallError
+from .layout import Layout, read_ready, remove_runtime
+from .layout import ready_python as _ready_python
 
 # The add-on package's own folder: the zip puts the sidecar's source beside the add-on's files.
 EXTENSION_DIR = Path(__file__).resolve().parent.parent
@@ -85,12 +88,12 @@ def runtime_root() -> Path:
 
 
 def ready_info() -> dict[str, Any] | None:
-    return installer.read_ready(runtime_root())
+    return read_ready(runtime_root())
 
 
 def ready_python() -> Path | None:
     """The runtime's interpreter when an install finished (the sidecar-python discovery uses it first)."""
-    return installer.ready_python(runtime_root())
+    return _ready_python(runtime_root())
 
 
 def online_access() -> bool:
@@ -216,7 +219,7 @@ class SHARP_OT_install_runtime(bpy.types.Operator):
             return {"FINISHED"}
         try:
             job.run()
-        except installer.InstallError as exc:
+        except InstallError as exc:
             STATE.drain()
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -256,7 +259,7 @@ class SHARP_OT_remove_runtime(bpy.types.Operator):
         _stop_sidecar()
         root = runtime_root()
         try:
-            installer.remove_runtime(root)
+            remove_runtime(root)
         except OSError as exc:
             self.report({"ERROR"}, f"could not remove {root}: {exc}")
             return {"CANCELLED"}
@@ -309,7 +312,7 @@ def draw(layout: bpy.types.UILayout, settings: SHARP_RuntimeSettings) -> None:
         sub.operator(SHARP_OT_remove_runtime.bl_idname, icon="TRASH")
     if not online_access():
         _wrapped(box, "Online access is off (Preferences > System): pick a folder of Offline Wheels", icon="INFO")
-    log = STATE.log or installer.Layout(runtime_root()).log
+    log = STATE.log or Layout(runtime_root()).log
     if log.is_file():
         box.label(text=f"Log: {log}", icon="TEXT")
     col = box.column()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sharp_blender.runtime import installer, plan
-from sharp_blender.runtime.installer import Installer, InstallError, Options
+from sharp_blender.runtime import failures, installer, layout, plan
+from sharp_blender.runtime.failures import InstallError
+from sharp_blender.runtime.installer import Installer, Options
 
 REPO = Path(__file__).resolve().parents[2]
 LINUX_CPU = plan.Machine("linux", "x86_64")
@@ -48,7 +49,7 @@ def _fake_python(tmp_path: Path, version: list[int]) -> Path:
                 "ERROR: No matching distribution found for torch==2.13.0",
             ],
             False,
-            installer.NETWORK,
+            failures.NETWORK,
             "no network",
         ),
         (
@@ -57,59 +58,59 @@ def _fake_python(tmp_path: Path, version: list[int]) -> Path:
                 "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device",
             ],
             False,
-            installer.DISK,
+            failures.DISK,
             "no disk space",
         ),
         (
             ["ERROR: No matching distribution found for gsplat<1.6,>=1.5.3"],
             True,
-            installer.PIP,
+            failures.PIP,
             "offline wheels folder has no gsplat",
         ),
-        (["ERROR: No matching distribution found for torch>=2.4"], False, installer.PIP, "pip found no torch>=2.4"),
+        (["ERROR: No matching distribution found for torch>=2.4"], False, failures.PIP, "pip found no torch>=2.4"),
         (
             ["error: subprocess-exited-with-error", "x Building wheel did not run successfully."],
             False,
-            installer.PIP,
+            failures.PIP,
             "exit code 1",
         ),
     ],
 )
 def test_pip_failures_in_plain_words(lines: list[str], offline: bool, kind: str, says: str) -> None:
-    error = installer.explain_pip_failure("installing torch", 1, lines, offline)
+    error = failures.explain_pip_failure("installing torch", 1, lines, offline)
     assert error.kind == kind and says in error.message and "installing torch" in error.message
     assert error.tail.splitlines()[-1] == lines[-1]  # pip's own last line is kept
 
 
 def test_tail_is_the_last_lines_only() -> None:
     lines = [f"line {i}" for i in range(100)]
-    tail = installer.explain_pip_failure("x", 2, lines, False).tail.splitlines()
-    assert tail == lines[-installer.TAIL_LINES :]
+    tail = failures.explain_pip_failure("x", 2, lines, False).tail.splitlines()
+    assert tail == lines[-failures.TAIL_LINES :]
 
 
 def test_ready_marker_needs_valid_json_and_an_existing_python(tmp_path: Path) -> None:
     root = tmp_path / "rt"
     root.mkdir()
-    assert installer.read_ready(root) is None
-    (root / installer.MARKER).write_text("{half a fi")
-    assert installer.read_ready(root) is None
-    (root / installer.MARKER).write_text(json.dumps({"python": str(root / "venv" / "bin" / "python")}))
-    assert installer.read_ready(root) is None  # the environment is gone
-    (root / installer.MARKER).write_text(json.dumps({"python": sys.executable, "torch": "2.13.0"}))
-    assert installer.ready_python(root) == Path(sys.executable)
-    installer.remove_runtime(root)
-    assert not root.exists() and installer.read_ready(root) is None
-    installer.remove_runtime(root)  # nothing there: no error
+    assert layout.read_ready(root) is None
+    (root / layout.MARKER).write_text("{half a fi")
+    assert layout.read_ready(root) is None
+    (root / layout.MARKER).write_text(json.dumps({"python": str(root / "venv" / "bin" / "python")}))
+    assert layout.read_ready(root) is None  # the environment is gone
+    (root / layout.MARKER).write_text(json.dumps({"python": sys.executable, "torch": "2.13.0"}))
+    assert layout.ready_python(root) == Path(sys.executable)
+    layout.remove_runtime(root)
+    assert not root.exists() and layout.read_ready(root) is None
+    layout.remove_runtime(root)  # nothing there: no error
 
 
 def test_offline_refusal_creates_no_environment(tmp_path: Path) -> None:
     with pytest.raises(InstallError) as caught:
         Installer(_options(tmp_path, online=False)).run()
-    assert caught.value.kind == installer.OFFLINE
+    assert caught.value.kind == failures.OFFLINE
     assert "pip download --dest sharp-wheels torch==2.13.0" in caught.value.message
     assert all(req in caught.value.message for req in installer.sidecar_requirements(REPO / "sidecar"))
     assert not (tmp_path / "my runtime" / "venv").exists()
-    assert "Blender's online access is off" in (tmp_path / "my runtime" / installer.LOG).read_text()
+    assert "Blender's online access is off" in (tmp_path / "my runtime" / layout.LOG).read_text()
 
 
 def test_unsupported_python_in_a_thread_reports_through_the_queue(tmp_path: Path) -> None:
@@ -121,18 +122,18 @@ def test_unsupported_python_in_a_thread_reports_through_the_queue(tmp_path: Path
     while not events.empty():
         seen.append(events.get_nowait())
     assert seen[0].kind == "progress" and seen[-1].kind == "failed"
-    assert seen[-1].error is not None and seen[-1].error.kind == installer.PYTHON
+    assert seen[-1].error is not None and seen[-1].error.kind == failures.PYTHON
     assert "Python 3.9.2" in seen[-1].message and "Runtime Python" in seen[-1].message
 
 
 def test_a_failed_repair_removes_the_old_ready_marker(tmp_path: Path) -> None:
     root = tmp_path / "my runtime"
     root.mkdir()
-    (root / installer.MARKER).write_text(json.dumps({"python": sys.executable}))
-    assert installer.read_ready(root) is not None
+    (root / layout.MARKER).write_text(json.dumps({"python": sys.executable}))
+    assert layout.read_ready(root) is not None
     with pytest.raises(InstallError):
         Installer(_options(tmp_path, base_python=_fake_python(tmp_path, [3, 8, 0]))).run()
-    assert installer.read_ready(root) is None and not (root / installer.MARKER).exists()
+    assert layout.read_ready(root) is None and not (root / layout.MARKER).exists()
 
 
 def test_too_little_disk_space_is_said_before_anything_is_installed(
@@ -142,13 +143,13 @@ def test_too_little_disk_space_is_said_before_anything_is_installed(
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, 9 << 30, 300 << 20))
     with pytest.raises(InstallError, match=r"no disk space: 0\.3 GB free .* needs about 2 GB") as caught:
         Installer(_options(tmp_path)).run()
-    assert caught.value.kind == installer.DISK and not (tmp_path / "my runtime" / "venv").exists()
+    assert caught.value.kind == failures.DISK and not (tmp_path / "my runtime" / "venv").exists()
 
 
 def test_missing_sidecar_source_and_missing_wheels_folder(tmp_path: Path) -> None:
     with pytest.raises(InstallError, match="sidecar's source is missing") as caught:
         Installer(_options(tmp_path, sidecar_dir=tmp_path / "nothing")).run()
-    assert caught.value.kind == installer.SOURCE
+    assert caught.value.kind == failures.SOURCE
     with pytest.raises(InstallError, match=r"offline wheels folder .* does not exist"):
         Installer(_options(tmp_path, online=False, wheels_dir=tmp_path / "usb")).run()
 
@@ -158,4 +159,4 @@ def test_cancel_before_the_first_command(tmp_path: Path) -> None:
     job.cancel()
     with pytest.raises(InstallError, match="install cancelled") as caught:
         job.run()
-    assert caught.value.kind == installer.CANCELLED and installer.read_ready(tmp_path / "my runtime") is None
+    assert caught.value.kind == failures.CANCELLED and layout.read_ready(tmp_path / "my runtime") is None
