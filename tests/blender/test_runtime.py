@@ -203,7 +203,11 @@ def test_install_then_predict_through_the_runtime_then_remove(
     assert python == root / "venv" / "bin" / "python" and prefs.python() == python
     # The sidecar came from the zip (a plain install inside the runtime), not from the repository.
     where = subprocess.run(
-        [str(python), "-c", "import sharp_sidecar, torch; print(sharp_sidecar.__file__, torch.__file__)"],
+        [
+            str(python),
+            "-c",
+            "import importlib.util as u; print(*(u.find_spec(m).origin for m in ('sharp_sidecar', 'torch')))",
+        ],
         capture_output=True,
         text=True,
         check=True,
