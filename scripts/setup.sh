@@ -5,14 +5,18 @@
 #   SHARP_VENV   where the sidecar's venv goes (default: ${XDG_DATA_HOME:-~/.local/share}/sharp_blender/venv)
 #   BLENDER      Blender executable (default: `blender` on PATH)
 #   PYTHON       Python 3.10+ used to create the venv (default: python3)
-#   SHARP_TORCH  torch requirement (default: torch>=2.4)
+#   SHARP_TORCH  torch requirement (default: torch>=2.4; CI: torch==2.13.0, a CPU wheel on disk)
+#   SHARP_TORCH_INDEX  index URL for the torch step, e.g. PyTorch's CPU wheel index for the small Linux
+#                CPU build (default: pip's own index and configuration)
+#
+# Which torch (CUDA on NVIDIA, else CPU) is decided by sharp_blender/runtime/plan.py, the same code as the
+# add-on's "Install SHARP Runtime".
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DATA="${XDG_DATA_HOME:-$HOME/.local/share}/sharp_blender"
 VENV="${SHARP_VENV:-$DATA/venv}"
 PYTHON="${PYTHON:-python3}"
-TORCH="${SHARP_TORCH:-torch>=2.4}"
 
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
     echo "error: $PYTHON is older than 3.10; set PYTHON=/path/to/python3.11" >&2; exit 2; }
@@ -21,21 +25,12 @@ echo "== sidecar environment: $VENV"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet)
 "${PIP[@]}" --upgrade pip
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    echo "   NVIDIA GPU found: CUDA build of torch, torchvision (nvJPEG photo decoding), gsplat for previews"
-    # One resolve for both: torchvision pins the exact torch it was built for.
-    "${PIP[@]}" "$TORCH" torchvision
-    EXTRAS="[cuda]"
-else
-    echo "   no NVIDIA GPU: CPU build of torch"
-    if curl -fsS --max-time 5 -o /dev/null https://download.pytorch.org/whl/cpu/ 2>/dev/null; then
-        "${PIP[@]}" "$TORCH" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
-    else
-        # Offline mirrors (such as this project's CI machines) carry a CPU wheel of 2.13.0.
-        "${PIP[@]}" "torch==2.13.0"
-    fi
-    EXTRAS=""
-fi
+eval "$(PYTHONPATH="$ROOT" "$PYTHON" -m sharp_blender.runtime.plan --shell)"
+echo "   $SHARP_TORCH_REASON"
+[ -z "$SHARP_TORCH_NOTE" ] || echo "   note: $SHARP_TORCH_NOTE"
+# One resolve for torch and (on CUDA) torchvision: torchvision pins the exact torch it was built for.
+"${PIP[@]}" --upgrade "${SHARP_TORCH_ARGS[@]}"
+EXTRAS="$SHARP_SIDECAR_EXTRAS"
 "${PIP[@]}" "$ROOT/sidecar$EXTRAS"
 SHARP="$VENV/bin/sharp"
 "$SHARP" --version

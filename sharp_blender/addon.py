@@ -9,11 +9,13 @@ from __future__ import annotations
 import bpy
 
 from . import jobs, ops, prefs, preview_ops, props, ui
+from .runtime import ops as runtime_ops
 
 CLASSES: tuple[type, ...] = (
     *prefs.CLASSES,
     *props.CLASSES,
     *ops.CLASSES,
+    *runtime_ops.CLASSES,
     *ui.CLASSES,
     *preview_ops.CLASSES,
 )
@@ -38,6 +40,7 @@ def register() -> None:
 
 def unregister() -> None:
     jobs.shutdown()
+    runtime_ops.shutdown()
     bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
     preview_ops.unregister()

@@ -12,6 +12,7 @@ from pathlib import Path
 import bpy
 
 from . import client
+from .runtime import ops as runtime_ops
 
 CHECKPOINT_NAME = "sharp_2572gikvuh.pt"
 DEVICES = (
@@ -53,7 +54,7 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
 
     python_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Sidecar Python",
-        description="Python of the SHARP sidecar environment; empty finds the one scripts/setup.sh installed",
+        description="Python of the SHARP sidecar environment; empty: the installed SHARP Runtime, else the one scripts/setup.sh made",
         subtype="FILE_PATH",
         default="",
     )
@@ -80,6 +81,7 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         default="",
     )
+    runtime: bpy.props.PointerProperty(type=runtime_ops.SETTINGS)  # type: ignore[valid-type]
     keep_model: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Keep Model Loaded",
         description="Keep the model in (GPU) memory between photos; off frees it after each job",
@@ -87,7 +89,9 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
     )
 
     def python(self) -> Path:
-        return Path(bpy.path.abspath(self.python_path)) if self.python_path else client.default_sidecar_python()
+        if self.python_path:
+            return Path(bpy.path.abspath(self.python_path))
+        return runtime_ops.ready_python() or client.default_sidecar_python()
 
     def command(self) -> list[str]:
         """The sidecar's argv. Raises RuntimeError when no sidecar Python is found."""
@@ -96,8 +100,8 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
         python = self.python()
         if not python.is_file():
             raise RuntimeError(
-                f"no sidecar Python at {python}. Run scripts/setup.sh from the sharp_blender repository, "
-                "or set 'Sidecar Python' in the add-on preferences"
+                f"no sidecar Python at {python}. Press 'Install SHARP Runtime' in the add-on preferences "
+                "(or run scripts/setup.sh from the sharp_blender repository, or set 'Sidecar Python')"
             )
         return client.sidecar_command(python)
 
@@ -115,11 +119,12 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+        runtime_ops.draw(layout, self.runtime)
         col = layout.column()
         row = col.row()
         row.prop(self, "python_path")
         if not self.python_path:
-            col.label(text=f"Found automatically: {client.default_sidecar_python()}", icon="INFO")
+            col.label(text=f"Found automatically: {self.python()}", icon="INFO")
         col.prop(self, "device")
         col.prop(self, "checkpoint_path")
         col.prop(self, "output_dir")
@@ -131,4 +136,4 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
             layout.label(text=f"{key}: {value}")
 
 
-CLASSES = (SHARP_AddonPreferences,)
+CLASSES = (runtime_ops.SETTINGS, SHARP_AddonPreferences)
