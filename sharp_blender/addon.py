@@ -34,6 +34,7 @@ def register() -> None:
         bpy.utils.register_class(cls)
     props.register()
     preview_ops.register()
+    runtime_ops.STOP_SIDECAR[:] = [jobs.shutdown]
     bpy.types.TOPBAR_MT_file_import.append(_menu_import)
     bpy.types.TOPBAR_MT_file_export.append(_menu_export)
 

@@ -13,6 +13,7 @@ import bpy
 
 from . import client
 from .runtime import ops as runtime_ops
+from .userdir import package, user_dir
 
 CHECKPOINT_NAME = "sharp_2572gikvuh.pt"
 DEVICES = (
@@ -26,27 +27,12 @@ DEVICES = (
 LAST_CHECK: dict[str, str] = {}
 
 
-def package() -> str:
-    return __package__ or "sharp_blender"
-
-
 def get(context: bpy.types.Context | None = None) -> SHARP_AddonPreferences:
     context = context or bpy.context
     addon = context.preferences.addons.get(package())
     if addon is None or addon.preferences is None:
         raise RuntimeError("the SHARP add-on is not enabled")
     return addon.preferences  # type: ignore[return-value]
-
-
-def user_dir(*parts: str) -> Path:
-    """A folder under the extension's user directory (kept across updates), created if needed."""
-    try:
-        base = bpy.utils.extension_path_user(package(), create=True)
-    except (ValueError, TypeError):  # legacy add-on install (not an extension): no user path
-        base = str(Path(bpy.utils.user_resource("DATAFILES", path="sharp_blender", create=True)))
-    path = Path(base, *parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 class SHARP_AddonPreferences(bpy.types.AddonPreferences):

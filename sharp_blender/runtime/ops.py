@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import queue
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import bpy
 
+from ..userdir import package, user_dir
 from . import installer, plan
 from .failures import InstallError
 from .layout import Layout, read_ready, remove_runtime
@@ -80,9 +82,7 @@ def sidecar_source() -> Path:
 
 
 def runtime_root() -> Path:
-    from .. import prefs
-
-    return prefs.user_dir() / "runtime"
+    return user_dir() / "runtime"
 
 
 def ready_info() -> dict[str, Any] | None:
@@ -141,11 +141,15 @@ def shutdown() -> None:
     STATE.installer = None
 
 
-def _stop_sidecar() -> None:
-    """pip must not replace packages under a running sidecar; the next job starts the new one."""
-    from .. import jobs
+# How to stop the add-on's running sidecar, set by addon.register(): pip must not replace packages under
+# it (the next job starts the new one). A hook, not an import, because jobs reads the preferences,
+# which import this module.
+STOP_SIDECAR: list[Callable[[], None]] = []
 
-    jobs.shutdown()
+
+def _stop_sidecar() -> None:
+    for stop in STOP_SIDECAR:
+        stop()
 
 
 def begin(opts: installer.Options) -> installer.Installer:
@@ -205,12 +209,10 @@ class SHARP_OT_install_runtime(bpy.types.Operator):
     )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        from .. import prefs
-
         if STATE.busy:
             self.report({"WARNING"}, "the SHARP runtime is already being installed")
             return {"CANCELLED"}
-        job = begin(options(prefs.get(context).runtime))
+        job = begin(options(context.preferences.addons[package()].preferences.runtime))
         if not (bpy.app.background or self.wait):
             start_in_background(job)
             self.report({"INFO"}, f"installing the SHARP runtime (log: {job.layout.log})")
