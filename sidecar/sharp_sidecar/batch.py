@@ -19,8 +19,7 @@ from typing import Any
 
 from . import imageio, ply
 from .gaussians import disparity_quantiles, vertex_columns
-from .pipeline import predict
-from .precision import DEFAULT
+from .overflow_guard import predict_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +61,7 @@ def predict_many(
     """
     from .predict import FileResult
 
-    precision = loaded.precision or DEFAULT
-    decode_on = precision.decode_device(next(loaded.model.parameters()).device)
+    decode_on = loaded.current()[1].decode_device(next(loaded.model.parameters()).device)
     with (
         ThreadPoolExecutor(1, thread_name_prefix="sharp-decode") as decoder,
         ThreadPoolExecutor(1, thread_name_prefix="sharp-write") as writer,
@@ -86,7 +84,10 @@ def predict_many(
                 decoded.append(decoder.submit(decode, jobs[index + prefetch + 1][0]))
             try:
                 photo, read_s = future.result()
-                prediction = predict(loaded.model, photo.rgb, photo.f_px, precision=precision)
+                model, precision, note = loaded.current()  # the compiled path as soon as it is ready
+                prediction = predict_guarded(
+                    model, photo.rgb, photo.f_px, precision=precision, eager_model=loaded.model
+                )
                 g = prediction.gaussians
                 vertex = vertex_columns(g)  # GPU math + one copy to pinned memory, before the next photo's kernels
                 extra = (
@@ -104,8 +105,10 @@ def predict_many(
                     focal_source=photo.focal_source,
                     num_gaussians=g.num_gaussians,
                     timings={"read_image": read_s, **prediction.timings},
-                    warnings=photo.warnings,
+                    warnings=[*photo.warnings, *prediction.notes],
                     gaussians=g if keep_gaussians else None,
+                    precision=prediction.precision,
+                    notes=[*([note] if note else []), *prediction.notes],
                 )
             except Exception as exc:  # reported per photo; the batch goes on
                 item.error = exc
