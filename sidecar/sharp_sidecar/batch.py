@@ -9,6 +9,7 @@ does not stop the batch.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -61,7 +62,12 @@ def predict_many(
     """
     from .predict import FileResult
 
-    decode_on = loaded.current()[1].decode_device(next(loaded.model.parameters()).device)
+    def current() -> tuple[Any, Any, str | None]:
+        if hasattr(loaded, "current"):
+            return loaded.current()  # type: ignore[no-any-return]
+        return loaded.model, loaded.precision, None  # a bare (model, precision) holder (sharp bench)
+
+    device = next(loaded.model.parameters()).device
     with (
         ThreadPoolExecutor(1, thread_name_prefix="sharp-decode") as decoder,
         ThreadPoolExecutor(1, thread_name_prefix="sharp-write") as writer,
@@ -69,6 +75,7 @@ def predict_many(
 
         def decode(path: Path) -> tuple[Any, float]:
             start = time.perf_counter()
+            decode_on = current()[1].decode_device(device)  # nvJPEG once the background start has warmed it
             photo = imageio.load_rgb(path, focal_mm=focal_mm, focal_px=focal_px, device=decode_on)
             return photo, time.perf_counter() - start
 
@@ -84,10 +91,11 @@ def predict_many(
                 decoded.append(decoder.submit(decode, jobs[index + prefetch + 1][0]))
             try:
                 photo, read_s = future.result()
-                model, precision, note = loaded.current()  # the compiled path as soon as it is ready
-                prediction = predict_guarded(
-                    model, photo.rgb, photo.f_px, precision=precision, eager_model=loaded.model
-                )
+                model, precision, note = current()  # the compiled path as soon as it is ready
+                with loaded.exclusive() if hasattr(loaded, "exclusive") else contextlib.nullcontext():
+                    prediction = predict_guarded(
+                        model, photo.rgb, photo.f_px, precision=precision, eager_model=loaded.model
+                    )
                 g = prediction.gaussians
                 vertex = vertex_columns(g)  # GPU math + one copy to pinned memory, before the next photo's kernels
                 extra = (
@@ -98,6 +106,8 @@ def predict_many(
                     )
                 )
                 write = writer.submit(_write, output, vertex, extra)
+                if hasattr(loaded, "photo_done"):
+                    loaded.photo_done()
                 item.result = FileResult(
                     ply=output,
                     image_size=(photo.width, photo.height),

@@ -63,7 +63,7 @@ def child(spec: dict[str, Any]) -> None:
     from .predict import load_model, predict_file
 
     loaded = load_model(spec["checkpoint"], "cuda", precision=spec["precision"], compile=spec["compile"])
-    emit("model_ready", precision=loaded.precision.name)
+    emit("model_ready", precision=loaded.precision.name, timings=loaded.load_timings)
     out = Path(spec["out"])
     first = predict_file(loaded, spec["photo"], out / "first.ply")
     emit("first_ply", precision=first.precision, timings=first.timings)

@@ -74,8 +74,11 @@ class Precision:
     fallback: str | None = None
 
     def decode_device(self, device: torch.device) -> torch.device | None:
-        """Where photos are decoded for this policy on ``device``: the GPU itself, or None for Pillow."""
-        return device if self.gpu_jpeg and device.type == "cuda" else None
+        """Where photos are decoded for this policy on ``device``: the GPU itself once nvJPEG has been started
+        (gpu_jpeg.warm_up), or None for Pillow."""
+        from . import gpu_jpeg
+
+        return device if self.gpu_jpeg and device.type == "cuda" and gpu_jpeg.is_warm(device) else None
 
 
 def _fast(name: str, dtype: torch.dtype, compile: bool, graphs: bool = False) -> Precision:
@@ -142,14 +145,35 @@ def resolve_precision(name: str | None, device: torch.device) -> Precision:
     return precision
 
 
+def _tf32() -> tuple[str, str]:
+    """(matmul, convolution) float32 precision, through torch's newer API: the legacy ``allow_tf32`` flags
+    raise once anything (Inductor, in the background compile) has used the new one."""
+    return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision  # type: ignore[attr-defined]
+
+
+def _set_tf32(matmul: str, conv: str) -> None:
+    if _tf32() != (matmul, conv):
+        torch.backends.cuda.matmul.fp32_precision = matmul
+        torch.backends.cudnn.conv.fp32_precision = conv  # type: ignore[attr-defined]
+
+
+def apply_flags(precision: Precision) -> None:
+    """Set the policy's TF32 and cuDNN flags for the whole process (then every inference_mode leaves them be:
+    two threads running the same flags cannot undo each other's)."""
+    mode = "tf32" if precision.allow_tf32 else "ieee"
+    _set_tf32(mode, mode)
+    torch.backends.cudnn.benchmark = precision.cudnn_benchmark
+
+
 @contextlib.contextmanager
 def inference_mode(precision: Precision, device: torch.device) -> Iterator[None]:
     """No autograd, the policy's TF32 / cuDNN flags (restored afterwards) and autocast if the policy asks for it."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    saved = _tf32()
     benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cuda.matmul.allow_tf32 = precision.allow_tf32
-    torch.backends.cudnn.allow_tf32 = precision.allow_tf32
-    torch.backends.cudnn.benchmark = precision.cudnn_benchmark
+    mode = "tf32" if precision.allow_tf32 else "ieee"
+    _set_tf32(mode, mode)
+    if benchmark != precision.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = precision.cudnn_benchmark
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.no_grad())
@@ -157,5 +181,6 @@ def inference_mode(precision: Precision, device: torch.device) -> Iterator[None]
                 stack.enter_context(torch.autocast(device.type, dtype=precision.autocast_dtype))
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-        torch.backends.cudnn.benchmark = benchmark
+        _set_tf32(*saved)
+        if torch.backends.cudnn.benchmark != benchmark:
+            torch.backends.cudnn.benchmark = benchmark

@@ -41,6 +41,18 @@ class LoadedModel:
     load_s: float
     precision: Any = None  # precision.Precision; None = fp32
     paths: Any = None  # warm_start.PathSwitch while the compiled path is built in the background, else None
+    load_timings: dict[str, float] = field(default_factory=dict)
+
+    def exclusive(self) -> Any:
+        """A context to run one photo in (keeps the background compile's tracing out of an eager forward)."""
+        if self.paths is not None:
+            return self.paths.exclusive()
+        return contextlib.nullcontext()
+
+    def photo_done(self) -> None:
+        """A photo has been written: the background compile may start (it waits, so as not to slow the first)."""
+        if self.paths is not None:
+            self.paths.kick()
 
     def current(self) -> tuple[Any, Any, str | None]:
         """(model, precision policy, note) for the next photo: the compiled path once it is ready."""
@@ -81,6 +93,7 @@ class FileResult:
 
 
 COMPILE_ENV = "SHARP_COMPILE"  # background (default) | blocking | off
+COMPILE_DELAY_S = 5.0  # the background compile waits this long for the first photo to finish
 
 
 def load_model(
@@ -112,29 +125,29 @@ def load_model(
     path = resolve_checkpoint(checkpoint, progress=download)
     start = time.perf_counter()
     state_dict = load_state_dict_file(path)
+    read_s = time.perf_counter() - start
     model = fastpath.load_predictor(state_dict, target, policy, source=str(path))
     del state_dict
+    build_s = time.perf_counter() - start - read_s
     how = compile or os.environ.get(COMPILE_ENV, "").strip() or "background"
     if how not in ("background", "blocking", "off"):
         raise ValueError(f"{COMPILE_ENV} must be background, blocking or off, got {how!r}")
     paths = None
     if policy.compile and target.type == "cuda" and how != "blocking":
-        from . import gpu_jpeg
         from .precision import eager_twin
 
-        if policy.gpu_jpeg:
-            gpu_jpeg.warm_up(target)
-        if how == "background":
+        if how == "background":  # nvJPEG is started there too; Pillow decodes until then
             from .warm_start import PathSwitch
 
-            paths = PathSwitch(model, policy)
+            paths = PathSwitch(model, policy, delay=COMPILE_DELAY_S)
             paths.start(progress)
         policy = eager_twin(policy)
     else:
         policy, _ = fastpath.prepare(model, policy, progress)  # eager policy if compiling failed
     elapsed = time.perf_counter() - start
     logger.info("model from %s on %s (%s) in %.1f s", path, target, policy.name, elapsed)
-    return LoadedModel(model, target, path, model.config.name, elapsed, policy, paths)
+    timings = {"read": read_s, "build": build_s, "prepare": elapsed - read_s - build_s}
+    return LoadedModel(model, target, path, model.config.name, elapsed, policy, paths, timings)
 
 
 def predict_file(
@@ -181,19 +194,21 @@ def predict_file(
     read_s = time.perf_counter() - start
     # The network stages take almost all the time; leave the first and last 2 % to reading and writing.
     scaled = None if progress is None else _scaled(progress, 0.02, 0.96)
-    prediction = predict_guarded(
-        model,
-        photo.rgb,
-        photo.f_px,
-        precision=precision,
-        eager_model=loaded.model,
-        progress=scaled,
-        cancelled=cancelled,
-    )
+    with loaded.exclusive():
+        prediction = predict_guarded(
+            model,
+            photo.rgb,
+            photo.f_px,
+            precision=precision,
+            eager_model=loaded.model,
+            progress=scaled,
+            cancelled=cancelled,
+        )
     check("ply")
     if progress is not None:
         progress("ply", 0.98, Path(output).name)
     save_prediction(prediction, output, plain=plain)
+    loaded.photo_done()
     timings = {"read_image": read_s, **prediction.timings}
     return FileResult(
         ply=Path(output),

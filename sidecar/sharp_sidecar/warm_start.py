@@ -8,29 +8,62 @@ photo needs neither a compile nor cuDNN's algorithm search; from then on it hand
 with a note ("switch" progress stage). Both paths compute the same function in the same dtype, so results
 differ only within the precision's own tolerance (tests/sidecar/test_warm_start.py).
 
+The build waits until the first photo is done (:meth:`PathSwitch.kick`) or ``delay`` seconds have passed, so
+the first photo does not share the CPU with the compiler (it took 3-4 s instead of 1.3 s when it did). The
+thread starts nvJPEG first (gpu_jpeg.warm_up: torchvision's import and the decoder's start cost seconds);
+until then photos are decoded by Pillow.
+
+One thing in the compile is not thread-local: torch.fx's tracer (AOTAutograd's make_fx, once per graph) patches
+``nn.Module.__call__`` for the whole process while it traces, so an eager forward running at that moment in
+another thread is recorded into the trace and fails. :func:`guard_fx_tracing` puts a lock around each such
+trace and :meth:`PathSwitch.exclusive` holds it for an eager photo: the two take turns (a trace takes well
+under a second; a photo ~0.2 s).
+
 What the compile produced is kept in a :class:`compile_store.CompileStore` entry keyed by torch, GPU, policy
 and shapes; a failed compile is recorded there so that the next start does not try again on that setup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch.fx._symbolic_trace as fx_trace
 from torch import nn
 
-from . import compile_store, fastpath
-from .precision import Precision, eager_twin
+from . import compile_store, fastpath, gpu_jpeg
+from .precision import Precision, apply_flags, eager_twin
 
 logger = logging.getLogger(__name__)
 
 Builder = Callable[[nn.Module, Precision], nn.Module]
 Progress = Callable[[str, "float | None", str], None]
+
+
+TRACE_LOCK = threading.RLock()
+
+
+def guard_fx_tracing() -> None:
+    """Make every torch.fx trace hold :data:`TRACE_LOCK` while its process-wide patches are in place (idempotent)."""
+    original = fx_trace._new_patcher
+    if getattr(original, "_sharp_locked", False):
+        return
+
+    @functools.wraps(original)
+    @contextlib.contextmanager
+    def locked_patcher() -> Iterator[Any]:
+        with TRACE_LOCK, original() as patcher:
+            yield patcher
+
+    locked_patcher._sharp_locked = True  # type: ignore[attr-defined]
+    fx_trace._new_patcher = locked_patcher
 
 
 def share_weights_copy(model: nn.Module) -> nn.Module:
@@ -49,8 +82,11 @@ def build_compiled(model: nn.Module, precision: Precision) -> nn.Module:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Errors that say nothing about this machine's ability to compile (do not record them as a failure)."""
-    return "out of memory" in str(exc).lower() or isinstance(exc, KeyboardInterrupt)
+    """Errors that say nothing about this machine's ability to compile (do not record them as a failure):
+    running out of memory beside the photos, or the process ending under the compile (its worker pool closed)."""
+    text = str(exc).lower()
+    exiting = not threading.main_thread().is_alive() or "closed pool" in text or "shutdown" in text
+    return exiting or "out of memory" in text or isinstance(exc, KeyboardInterrupt)
 
 
 class PathSwitch:
@@ -62,6 +98,7 @@ class PathSwitch:
         store: where compile outcomes are kept (default: under fastpath.cache_dir()).
         builder: makes the compiled twin (default :func:`build_compiled`; tests pass a stand-in).
         device: for the key's GPU name and architecture (default: the model's).
+        delay: seconds the build waits for :meth:`kick` (the first photo done) before it starts anyway.
     """
 
     def __init__(
@@ -72,6 +109,7 @@ class PathSwitch:
         store: compile_store.CompileStore | None = None,
         builder: Builder | None = None,
         device: Any = None,
+        delay: float = 0.0,
     ) -> None:
         self.eager_model = model
         self.compiled_precision = precision
@@ -79,8 +117,8 @@ class PathSwitch:
         self.store = store if store is not None else compile_store.CompileStore(fastpath.cache_dir() / "store")
         self.builder = builder or build_compiled
         config = getattr(model, "config", None)
-        device = device if device is not None else next(model.parameters()).device
-        self.key = compile_key_for(precision, config, device)
+        self.device = device if device is not None else next(model.parameters()).device
+        self.key = compile_key_for(precision, config, self.device)
         self.state = "eager"  # eager -> compiling -> ready | failed
         self.error = ""
         self.seconds: float | None = None
@@ -89,6 +127,8 @@ class PathSwitch:
         self.loaded_artifacts = False
         self._compiled: nn.Module | None = None
         self._announced = False
+        self.delay = delay
+        self._go = threading.Event()
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,6 +143,9 @@ class PathSwitch:
             return
         self.expected_s = entry.seconds if entry is not None else None
         fastpath.use_compile_cache()  # before any compile, in this (the main) thread
+        guard_fx_tracing()
+        if self.device.type == "cuda":
+            apply_flags(self.compiled_precision)  # one set of TF32/cuDNN flags for both threads
         self.state, self.started_at = "compiling", time.perf_counter()
         if progress is not None:
             known = f" (about {self.expected_s:.0f} s last time)" if self.expected_s else ""
@@ -115,9 +158,16 @@ class PathSwitch:
         self._thread = threading.Thread(target=self._build, args=(entry,), name="sharp-compile", daemon=True)
         self._thread.start()
 
+    def kick(self) -> None:
+        """Let the build start now (called when a photo is done, or when the model has been warmed up)."""
+        self._go.set()
+
     def _build(self, entry: compile_store.Entry | None) -> None:
+        self._go.wait(self.delay)
         start = time.perf_counter()
         try:
+            if self.compiled_precision.gpu_jpeg and self.device.type == "cuda":
+                gpu_jpeg.warm_up(self.device)
             if entry is not None:
                 self.loaded_artifacts = compile_store.load_artifacts(self.store, self.key, entry)
             twin = self.builder(self.eager_model, self.compiled_precision)
@@ -153,6 +203,15 @@ class PathSwitch:
                     "switched to the compiled path"
                 )
             return self._compiled, self.compiled_precision, note
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold while a photo runs: no torch.fx trace patches nn.Module meanwhile (a no-op once compiled)."""
+        if self.state != "compiling":
+            yield
+            return
+        with TRACE_LOCK:
+            yield
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the build ends (or ``timeout`` s); True if the compiled path is ready."""
