@@ -205,4 +205,8 @@ def lazy_op(target: str) -> JobOp:
 
 
 # The ops that queue for the worker thread, by protocol name (render lives in render_op.py).
-JOB_OPS: dict[str, JobOp] = {protocol.PREDICT: predict_op, protocol.RENDER: lazy_op(".render_op:render_op")}
+JOB_OPS: dict[str, JobOp] = {
+    protocol.PREDICT: predict_op,
+    protocol.RENDER: lazy_op(".render_op:render_op"),
+    protocol.LOAD: lazy_op(".preload_op:load_op"),
+}
