@@ -1,8 +1,9 @@
 """``load``: load the model before any photo, so the first ``predict`` finds it warm (the add-on's pre-start).
 
 The model goes into the server's shared ModelCache, the one ``predict`` uses; with ``warm_up`` one forward on a
-fixed image then pays the first-call costs (CUDA module loading, cuDNN's plan selection, ~1.5 s on an H200),
-and the background compile (warm_start) is let go at once instead of waiting for a first photo.
+fixed image then pays the first-call costs (CUDA module loading, cuDNN's plan selection, ~1.5 s on an H200).
+The background compile (warm_start) is not let go here: it still waits for the first photo or its delay,
+because a Generate clicked while it traces took 4.0 s instead of 0.25 s (H200, docs/performance-notes.md).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ def load_op(ctx: JobContext) -> dict[str, Any]:
         model, precision, _ = loaded.current()
         with loaded.exclusive():
             warm_up(model, precision)
-    loaded.photo_done()  # the background compile may start now
     paths = loaded.paths
     return {
         "device": str(loaded.device),

@@ -240,3 +240,28 @@ def test_inf_in_fp16_decoder_output_is_recomputed_in_bf16(tiny_fp16: nn.Module) 
     assert clean.finite and clean.precision == "fp16-eager" and not clean.notes
     rel = (clean.gaussians.means - g.means).norm() / g.means.norm()
     assert rel < 0.05  # fp16 and its bf16 fallback compute the same function within bf16's tolerance
+
+
+# -- the server's load op (the add-on's pre-start) --------------------------------------------------------
+
+
+def test_load_op_loads_once_and_predict_reuses_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from sharp_sidecar import jobs, protocol
+    from sharp_sidecar.jobs import Job, JobContext, ModelCache
+    from sharp_sidecar.preload_op import load_op
+
+    models, state, sent = ModelCache(), {}, []
+    params = {"checkpoint": str(tiny_checkpoint), "device": "cpu"}
+    first = load_op(JobContext(Job("1", protocol.LOAD, dict(params)), sent.append, models, state))
+    assert first["loaded"] is True and first["device"] == "cpu" and first["precision"] == "fp32"
+    assert "warm_up" in [m.get("stage") for m in sent]
+    again = load_op(JobContext(Job("2", protocol.LOAD, dict(params)), sent.append, models, state))
+    assert again["loaded"] is False  # already loaded: nothing done twice
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(_photo()).save(photo)
+    request = {**params, "image": str(photo), "output": str(tmp_path / "p.ply")}
+    result = jobs.predict_op(JobContext(Job("3", protocol.PREDICT, request), sent.append, models, state))
+    assert "load_model" not in result["timings"]  # the predict found the pre-loaded model
+    assert result["precision"] == "fp32" and Path(result["ply"]).is_file()
