@@ -141,6 +141,10 @@ def load_model(
 
             paths = PathSwitch(model, policy, delay=COMPILE_DELAY_S)
             paths.start(progress)
+        elif policy.gpu_jpeg:
+            from . import gpu_jpeg
+
+            gpu_jpeg.warm_up(target)
         policy = eager_twin(policy)
     else:
         policy, _ = fastpath.prepare(model, policy, progress)  # eager policy if compiling failed

@@ -140,6 +140,8 @@ class PathSwitch:
             self._fail(f"compiling failed before with this torch and GPU ({entry.error}); running without it")
             if progress is not None:
                 progress("compile", None, self.error)
+            if self.compiled_precision.gpu_jpeg and self.device.type == "cuda":  # the decoder still helps
+                threading.Thread(target=gpu_jpeg.warm_up, args=(self.device,), daemon=True).start()
             return
         self.expected_s = entry.seconds if entry is not None else None
         fastpath.use_compile_cache()  # before any compile, in this (the main) thread

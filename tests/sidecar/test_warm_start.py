@@ -265,3 +265,34 @@ def test_load_op_loads_once_and_predict_reuses_it(tiny_checkpoint: Path, tmp_pat
     result = jobs.predict_op(JobContext(Job("3", protocol.PREDICT, request), sent.append, models, state))
     assert "load_model" not in result["timings"]  # the predict found the pre-loaded model
     assert result["precision"] == "fp32" and Path(result["ply"]).is_file()
+
+
+# -- sharp bench --startup (the GPU run is scripts/gpu_startup.sh; here its report and argument checks) ---
+
+
+def test_startup_table_and_unknown_case(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from sharp_sidecar import bench_startup
+
+    report = {
+        "cases": {
+            "cold": {
+                "python": {"t": 0.1},
+                "torch": {"t": 4.0},
+                "model_ready": {"t": 4.7},
+                "first_ply": {"t": 6.9, "precision": "fp16-eager"},
+                "compiled_ready": {"t": 64.4, "photos": 3, "photo_s": [0.2, 0.3, 0.1]},
+                "steady": {"photo_to_ply_s": [0.08, 0.07, 0.09], "precision": "fp16"},
+                "returncode": 0,
+            },
+            "fp32": {"first_ply": {"t": 7.3, "precision": "fp32"}, "returncode": 0},
+        }
+    }
+    table = bench_startup.format_table(report).splitlines()
+    first_ply = next(line for line in table if "first PLY on disk" in line).split()
+    assert first_ply[-2:] == ["6.90", "7.30"]
+    assert next(line for line in table if "then photo -> PLY" in line).split()[-2:] == ["80.0", "-"]
+    args = argparse.Namespace(cases="cold,lukewarm", max_wait=1.0)
+    assert bench_startup.run(args) == 2
+    assert "lukewarm" in capsys.readouterr().err
