@@ -145,16 +145,28 @@ def resolve_precision(name: str | None, device: torch.device) -> Precision:
     return precision
 
 
+def _new_tf32_api() -> bool:
+    return hasattr(torch.backends.cuda.matmul, "fp32_precision")  # torch >= 2.9
+
+
 def _tf32() -> tuple[str, str]:
-    """(matmul, convolution) float32 precision, through torch's newer API: the legacy ``allow_tf32`` flags
-    raise once anything (Inductor, in the background compile) has used the new one."""
-    return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision  # type: ignore[attr-defined]
+    """(matmul, convolution) float32 precision, through torch's newer API where it exists: the legacy
+    ``allow_tf32`` flags raise once anything (Inductor, in the background compile) has used the new one."""
+    if _new_tf32_api():
+        return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision  # type: ignore[attr-defined]
+    legacy = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    return ("tf32" if legacy[0] else "ieee"), ("tf32" if legacy[1] else "ieee")
 
 
 def _set_tf32(matmul: str, conv: str) -> None:
-    if _tf32() != (matmul, conv):
+    if _tf32() == (matmul, conv):
+        return
+    if _new_tf32_api():
         torch.backends.cuda.matmul.fp32_precision = matmul
         torch.backends.cudnn.conv.fp32_precision = conv  # type: ignore[attr-defined]
+    else:  # "none" (the new API's "unset") only exists there
+        torch.backends.cuda.matmul.allow_tf32 = matmul == "tf32"
+        torch.backends.cudnn.allow_tf32 = conv == "tf32"
 
 
 def apply_flags(precision: Precision) -> None:
