@@ -29,6 +29,11 @@ def _menu_export(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     self.layout.operator(ops.SHARP_OT_export_ply.bl_idname, text="Gaussian Splats (SHARP) (.ply)")
 
 
+@bpy.app.handlers.persistent
+def _on_load_post(*args: object) -> None:
+    jobs.prestart_model(bpy.context, "file_load")
+
+
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
@@ -37,9 +42,12 @@ def register() -> None:
     runtime_ops.STOP_SIDECAR[:] = [jobs.shutdown]
     bpy.types.TOPBAR_MT_file_import.append(_menu_import)
     bpy.types.TOPBAR_MT_file_export.append(_menu_export)
+    bpy.app.handlers.load_post.append(_on_load_post)
 
 
 def unregister() -> None:
+    if _on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load_post)
     jobs.shutdown()
     runtime_ops.shutdown()
     bpy.types.TOPBAR_MT_file_export.remove(_menu_export)

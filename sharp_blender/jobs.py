@@ -19,7 +19,7 @@ from typing import Any
 
 import bpy
 
-from . import client, importer, prefs
+from . import client, importer, prefs, prestart
 from .io import protocol
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".heic", ".heif", ".tif", ".tiff", ".
 _client: client.SidecarClient | None = None
 _client_key: tuple[Any, ...] | None = None
 ACTIVE: PredictRun | None = None  # the run the panel's Cancel button stops
+PRESTART: prestart.Prestart | None = None  # the pre-start ``load`` request of the current client
 
 
 class JobError(RuntimeError):
@@ -50,9 +51,51 @@ def get_client(context: bpy.types.Context) -> client.SidecarClient:
     return _client
 
 
+def prestart_model(context: bpy.types.Context, trigger: str) -> bool:
+    """Start the sidecar and load the model now, if the ``prestart`` preference wants it for ``trigger``
+    (``panel`` or ``file_load``); once per client. Never raises: a missing sidecar or checkpoint is reported
+    by the first Generate, as before. Returns whether a ``load`` request was sent."""
+    global PRESTART
+    if PRESTART is not None and PRESTART.job is not None and getattr(PRESTART, "client", None) is _client:
+        return False
+    p = prefs.get(context)
+    folder = prefs.user_dir()
+    if not prestart.wanted(getattr(p, "prestart", "AUTO"), trigger, prestart.cuda_seen(folder)):
+        return False
+    try:
+        options = predict_options(context, 0.0, "")
+        sidecar = get_client(context)
+    except (JobError, OSError) as exc:
+        logger.info("no pre-start: %s", exc)
+        return False
+    state = prestart.Prestart()
+
+    def done(job: client.Job) -> None:
+        state.on_done(job)
+        if job.result:
+            prestart.remember_device(folder, str(job.result.get("device", "")))
+
+    params = {key: options[key] for key in ("device", "checkpoint") if key in options}
+    state.job = sidecar.submit(protocol.LOAD, params, state.on_progress, done)
+    state.client = sidecar  # type: ignore[attr-defined]
+    PRESTART = state
+    if not bpy.app.background:
+        bpy.app.timers.register(_redraw_while_loading, first_interval=0.25)
+    return True
+
+
+def _redraw_while_loading() -> float | None:
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+    return 0.25 if PRESTART is not None and PRESTART.loading else None
+
+
 def shutdown() -> None:
     """Stop the sidecar (add-on disabled, Blender quitting)."""
-    global _client, _client_key
+    global _client, _client_key, PRESTART
+    PRESTART = None
     if _client is not None:
         try:
             _client.shutdown()

@@ -73,6 +73,17 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
         description="Keep the model in (GPU) memory between photos; off frees it after each job",
         default=True,
     )
+    prestart: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Pre-start",
+        description="Start the sidecar and load the model before the first Generate, so the click finds it warm",
+        items=(
+            ("AUTO", "Auto", "At file load once a CUDA GPU has been seen here, else when the SHARP panel is drawn"),
+            ("PANEL", "Panel Opened", "When the SHARP panel is first drawn"),
+            ("FILE_LOAD", "File Load", "When a .blend file is loaded (and when the SHARP panel is drawn)"),
+            ("OFF", "Off", "Load the model with the first photo (for machines with little VRAM)"),
+        ),
+        default="AUTO",
+    )
 
     def python(self) -> Path:
         if self.python_path:
@@ -115,6 +126,7 @@ class SHARP_AddonPreferences(bpy.types.AddonPreferences):
         col.prop(self, "checkpoint_path")
         col.prop(self, "output_dir")
         col.prop(self, "keep_model")
+        col.prop(self, "prestart")
         col.prop(self, "sidecar_command")
         row = layout.row()
         row.operator("sharp.check_sidecar", icon="CHECKMARK")

@@ -49,6 +49,12 @@ class SHARP_PT_generate(_SidebarPanel, bpy.types.Panel):
         col.prop(settings, "device")
         col.prop(settings, "placement")
         busy = jobs.ACTIVE is not None and not jobs.ACTIVE.finished
+        jobs.prestart_model(context, "panel")
+        loading = jobs.PRESTART.label() if jobs.PRESTART is not None and not busy else ""
+        if loading:
+            box = layout.box()
+            box.label(text=loading, icon="TIME")
+            box.progress(factor=jobs.PRESTART.fraction, text="Generate will start as soon as it is ready")
         row = col.row()
         row.enabled = not busy
         op = row.operator("sharp.predict", icon="IMAGE_DATA")

@@ -11,6 +11,8 @@ Behaviour for tests (command-line flags):
     --ignore-cancel    answer ``cancel`` but keep working (the client must terminate the process)
     --crash            exit with code 3 in the middle of ``predict``, after a log line on stderr
     --no-ready         never send the ``ready`` line
+    --load-delay S     "loading the model" takes S seconds (once per process, by ``load`` or the first ``predict``)
+``status`` reports ``model_loads``: how many times this process loaded its (pretend) model.
 An unreadable image ends the request with an error of kind ``bad_image``.
 
 Usage: python tests/fake_sidecar.py [flags]   (runs from anywhere; finds the repository itself)
@@ -81,9 +83,10 @@ class FakeServer:
         self.args = args
         self.out_lock = threading.Lock()
         self.cancelled: set[str] = set()
-        self.jobs: list[tuple[str, dict[str, Any]]] = []
+        self.jobs: list[tuple[str, str, dict[str, Any]]] = []
         self.jobs_ready = threading.Condition()
         self.busy = False
+        self.model_loads = 0
 
     def send(self, message: dict[str, Any]) -> None:
         with self.out_lock:
@@ -91,7 +94,28 @@ class FakeServer:
             sys.stdout.flush()
 
     def status(self) -> dict[str, Any]:
-        return {"version": VERSION, "torch": None, "device": "cpu", "model_loaded": False, "busy": self.busy}
+        return {
+            "version": VERSION,
+            "torch": None,
+            "device": "cpu",
+            "model_loaded": self.model_loads > 0,
+            "model_loads": self.model_loads,
+            "busy": self.busy,
+        }
+
+    def ensure_model(self, request_id: str) -> bool:
+        """Pretend to load the model once per process; True if this call loaded it."""
+        if self.model_loads:
+            return False
+        if self.args.load_delay > 0:  # without the flag, predict's stages stay what the client tests expect
+            self.send(protocol.progress(request_id, "load_model", None, "loading the model (fake)"))
+            time.sleep(self.args.load_delay)
+        self.model_loads += 1
+        return True
+
+    def load(self, request_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        fresh = self.ensure_model(request_id)
+        return {"device": "cpu", "precision": "fp32", "load_s": self.args.load_delay, "loaded": fresh, "compile": None}
 
     def stage(self, request_id: str, name: str, fraction: float) -> None:
         if request_id in self.cancelled and not self.args.ignore_cancel:
@@ -103,6 +127,7 @@ class FakeServer:
         from PIL import Image
 
         self.stage(request_id, "load", 0.0)
+        fresh = self.ensure_model(request_id)
         try:
             with Image.open(params["image"]) as image:
                 rgb = np.asarray(image.convert("RGB"))
@@ -128,6 +153,7 @@ class FakeServer:
             "f_px": f,
             "num_gaussians": len(vertex),
             "timings": {},
+            "model_fresh": fresh,
         }
 
     def worker(self) -> None:
@@ -135,10 +161,11 @@ class FakeServer:
             with self.jobs_ready:
                 while not self.jobs:
                     self.jobs_ready.wait()
-                request_id, params = self.jobs.pop(0)
+                request_id, op, params = self.jobs.pop(0)
             self.busy = True
             try:
-                self.send(protocol.result(request_id, self.predict(request_id, params)))
+                run = self.load if op == protocol.LOAD else self.predict
+                self.send(protocol.result(request_id, run(request_id, params)))
             except InterruptedError:
                 self.send(protocol.error(request_id, protocol.CANCELLED, "predict was cancelled"))
             except LookupError as exc:
@@ -165,9 +192,9 @@ class FakeServer:
             elif op == protocol.SHUTDOWN:
                 self.send(protocol.result(request_id, {}))
                 return 0
-            elif op == protocol.PREDICT:
+            elif op in (protocol.PREDICT, protocol.LOAD):
                 with self.jobs_ready:
-                    self.jobs.append((request_id, params))
+                    self.jobs.append((request_id, op, params))
                     self.jobs_ready.notify()
             else:
                 self.send(protocol.error(request_id, protocol.BAD_REQUEST, f"the fake sidecar has no {op!r}"))
@@ -181,6 +208,7 @@ def main() -> int:
     parser.add_argument("--ignore-cancel", action="store_true")
     parser.add_argument("--crash", action="store_true")
     parser.add_argument("--no-ready", action="store_true")
+    parser.add_argument("--load-delay", type=float, default=0.0)
     parser.add_argument("serve", nargs="?")
     return FakeServer(parser.parse_args()).serve()
 

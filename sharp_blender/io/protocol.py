@@ -25,8 +25,10 @@ Requests (client -> sidecar)
                   ``num_gaussians``, ``timings`` (stage -> seconds), ``warnings``, ``device``.
                   progress stages: checkpoint, download, load_model, compile (the GPU fast path's
                   kernels, once per sidecar process), read_image, resize, encoder, decoders, composer,
-                  unprojection, ply. ``sharp serve --precision fp32`` (or $SHARP_PRECISION) turns
-                  the fast path off.
+                  unprojection, ply; switch (the first photo on the compiled path, once it is built
+                  in the background), fallback (fp16 overflowed: the photo is computed again in bf16).
+                  result also ``precision`` (the policy that computed it) and ``notes``.
+                  ``sharp serve --precision fp32`` (or $SHARP_PRECISION) turns the fast path off.
     ``render``    params ``ply`` (path, or omitted for the last prediction), ``cameras`` (list of
                   ``{"viewmat": 4x4 world-to-camera OpenCV, "K": 3x3}``), ``width``, ``height``,
                   ``output`` (video path; may be omitted with ``png_dir``), optional
@@ -37,6 +39,13 @@ Requests (client -> sidecar)
                   result ``video``, ``depth_video``, ``png_dir`` (those written), ``frames``,
                   ``width``, ``height``, ``backend``, ``device``, ``timings``.
                   progress stages: load, compile (gsplat's first use), render (per frame), encode.
+    ``load``      params ``device``, ``checkpoint`` (as for ``predict``), ``warm_up`` (default true: one
+                  forward on a blank image, so the first photo pays no first-call costs). Loads the
+                  model (if not loaded already) for the next ``predict``: the add-on sends it when
+                  its panel is first drawn, so the first Generate finds the model warm.
+                  result ``device``, ``precision``, ``load_s``, ``loaded`` (false: it was already),
+                  ``compile`` (the background compile's state, or null).
+                  progress stages: checkpoint, download, load_model, compile, warm_up.
     ``status``    result ``version``, ``protocol``, ``torch``, ``device``, ``cuda``, ``model_loaded``,
                   ``checkpoint``, ``busy``, ``queued``, ``ops``, ``pid``.
     ``cancel``    params ``target`` (the id to cancel); result ``cancelled`` (bool: false when the
@@ -65,12 +74,13 @@ PROTOCOL_VERSION = 1
 # Ops
 PREDICT = "predict"
 RENDER = "render"
+LOAD = "load"
 STATUS = "status"
 CANCEL = "cancel"
 SHUTDOWN = "shutdown"
-OPS = (PREDICT, RENDER, STATUS, CANCEL, SHUTDOWN)
+OPS = (PREDICT, RENDER, LOAD, STATUS, CANCEL, SHUTDOWN)
 # Ops that queue behind each other; the others are answered immediately.
-JOB_OPS = (PREDICT, RENDER)
+JOB_OPS = (PREDICT, RENDER, LOAD)
 
 # Event types
 READY = "ready"

@@ -35,4 +35,13 @@ def add_bench(subparsers: Any) -> None:
     p.add_argument("--profile", default=None, help=argparse.SUPPRESS)  # folder for torch.profiler kernel tables
     p.add_argument("--json", default=None, help="write the full report (JSON) here")
     p.add_argument("--smoke", action="store_true", help="tiny preset, one run, on the CPU: checks that it all works")
-    p.set_defaults(handler=lazy(".bench:run"))
+    p.add_argument(
+        "--startup",
+        action="store_true",
+        help="instead: time fresh processes to 'model ready' and 'first PLY on disk' (cold and warm caches, fp32)",
+    )
+    p.add_argument("--cases", default=None, help="start-up cases (default cold,warm,store,blocking,fp32)")
+    p.add_argument("--fast", default="auto", help="the fast policy of the start-up cases (default auto)")
+    p.add_argument("--cache-dir", default=None, help="start-up cases' cache folder, emptied first (default: temporary)")
+    p.add_argument("--max-wait", type=float, default=180.0, help="seconds a start-up case waits for the compile")
+    p.set_defaults(handler=lazy(".bench_startup:dispatch"))

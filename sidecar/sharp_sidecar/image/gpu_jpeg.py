@@ -79,6 +79,15 @@ def decode(data: bytes, orientation: int, size: tuple[int, int], device: torch.d
     return orient(chw.permute(1, 2, 0), orientation)
 
 
+_WARM: set[str] = set()  # devices whose nvJPEG decoder has been started by warm_up
+
+
+def is_warm(device: torch.device) -> bool:
+    """Whether :func:`warm_up` has started nvJPEG on ``device`` (until then the fast path decodes with Pillow,
+    so a first photo never waits for torchvision's import and nvJPEG's start)."""
+    return str(device) in _WARM or (device.type == "cuda" and f"cuda:{torch.cuda.current_device()}" in _WARM)
+
+
 def warm_up(device: torch.device) -> bool:
     """Import torchvision and start nvJPEG on ``device`` with a tiny JPEG, so the first photo does not wait for
     it (about a second); returns whether the GPU decoder works. Called when a fast-path model is prepared."""
@@ -91,4 +100,5 @@ def warm_up(device: torch.device) -> bool:
     pixels = decode(buffer.getvalue(), 1, (16, 16), device)
     if pixels is not None:
         torch.cuda.synchronize(device)
+        _WARM.update({str(device), f"cuda:{pixels.device.index}"})
     return pixels is not None

@@ -9,6 +9,7 @@ does not stop the batch.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from ..gaussians import disparity_quantiles, vertex_columns
 from ..image import imageio
 from ..io import ply
-from .pipeline import predict
+from .overflow_guard import predict_guarded
 from .precision import DEFAULT
 from .results import FileResult
 
@@ -62,8 +63,13 @@ def predict_many(
         prefetch: photos decoded ahead of the network.
         keep_gaussians: keep each result's metric Gaussians on the device (off: they are freed after writing).
     """
-    precision = loaded.precision or DEFAULT
-    decode_on = precision.decode_device(next(loaded.model.parameters()).device)
+
+    def current() -> tuple[Any, Any, str | None]:
+        if hasattr(loaded, "current"):
+            return loaded.current()  # type: ignore[no-any-return]
+        return loaded.model, loaded.precision or DEFAULT, None  # a bare (model, precision) holder (sharp bench)
+
+    device = next(loaded.model.parameters()).device
     with (
         ThreadPoolExecutor(1, thread_name_prefix="sharp-decode") as decoder,
         ThreadPoolExecutor(1, thread_name_prefix="sharp-write") as writer,
@@ -71,6 +77,7 @@ def predict_many(
 
         def decode(path: Path) -> tuple[Any, float]:
             start = time.perf_counter()
+            decode_on = current()[1].decode_device(device)  # nvJPEG once the background start has warmed it
             photo = imageio.load_rgb(path, focal_mm=focal_mm, focal_px=focal_px, device=decode_on)
             return photo, time.perf_counter() - start
 
@@ -86,7 +93,11 @@ def predict_many(
                 decoded.append(decoder.submit(decode, jobs[index + prefetch + 1][0]))
             try:
                 photo, read_s = future.result()
-                prediction = predict(loaded.model, photo.rgb, photo.f_px, precision=precision)
+                model, precision, note = current()  # the compiled path as soon as it is ready
+                with loaded.exclusive() if hasattr(loaded, "exclusive") else contextlib.nullcontext():
+                    prediction = predict_guarded(
+                        model, photo.rgb, photo.f_px, precision=precision, eager_model=loaded.model
+                    )
                 g = prediction.gaussians
                 vertex = vertex_columns(g)  # GPU math + one copy to pinned memory, before the next photo's kernels
                 extra = (
@@ -97,6 +108,8 @@ def predict_many(
                     )
                 )
                 write = writer.submit(_write, output, vertex, extra)
+                if hasattr(loaded, "photo_done"):
+                    loaded.photo_done()
                 item.result = FileResult(
                     ply=output,
                     image_size=(photo.width, photo.height),
@@ -104,8 +117,10 @@ def predict_many(
                     focal_source=photo.focal_source,
                     num_gaussians=g.num_gaussians,
                     timings={"read_image": read_s, **prediction.timings},
-                    warnings=photo.warnings,
+                    warnings=[*photo.warnings, *prediction.notes],
                     gaussians=g if keep_gaussians else None,
+                    precision=prediction.precision,
+                    notes=[*([note] if note else []), *prediction.notes],
                 )
             except Exception as exc:  # reported per photo; the batch goes on
                 item.error = exc

@@ -92,12 +92,25 @@ class Prediction:
         f_px: focal length of the original image [px].
         image_size: original (W, H) [px].
         timings: seconds per stage.
+        finite: whether the decoders' outputs and the Gaussians were all finite (False: the network
+            overflowed its dtype, e.g. an activation above float16's 65504; see overflow_guard).
+        precision: the policy that computed it.
+        notes: what a user should know about how it was computed (a recomputation, a path switch).
     """
 
     gaussians: Gaussians
     f_px: float
     image_size: tuple[int, int]
     timings: dict[str, float] = field(default_factory=dict)
+    finite: bool = True
+    precision: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def all_finite(*tensors: torch.Tensor) -> torch.Tensor:
+    """One boolean tensor: every element of every tensor is finite (no host sync until it is read)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return torch.stack(flags).all()
 
 
 @contextlib.contextmanager
@@ -200,8 +213,11 @@ def predict(
         del image
         done("decoders")
         stage("composer")
+        # Overflow shows as inf/NaN in the network's outputs (before sigmoids could hide it); read after the sync.
+        base = decoded.base
+        finite = all_finite(decoded.delta, base.mean_inverse_z_ndc, base.scales, base.global_scale)
         ndc = model.compose(decoded)
-        del decoded
+        del decoded, base
         if observe is not None:
             for name in ("means", "singular_values", "quaternions", "colors", "opacities"):
                 observe(f"ndc_{name}", getattr(ndc, name))
@@ -209,12 +225,14 @@ def predict(
         stage("unprojection")
         method = "compiled" if precision.compile and device.type == "cuda" else "closed_form"
         metric = unproject(ndc, f_px, (width, height), method)
+        finite = finite & all_finite(metric.means, metric.singular_values, metric.colors, metric.opacities)
         done("unprojection")
         timings = clock.seconds()  # waits for the GPU: the Gaussians are ready when predict returns
+        is_finite = bool(finite)
     if progress is not None:
         progress("done", 1.0, f"{sum(timings.values()):.1f} s")
     logger.info("predicted %d Gaussians: %s", metric.num_gaussians, _format(timings))
-    return Prediction(metric, float(f_px), (width, height), timings)
+    return Prediction(metric, float(f_px), (width, height), timings, is_finite, precision.name)
 
 
 def save_prediction(prediction: Prediction, path: str | os.PathLike[str], plain: bool = False) -> None:

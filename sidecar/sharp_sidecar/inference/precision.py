@@ -4,14 +4,21 @@ Policies (:data:`POLICIES`):
 
 - ``fp32``: float32 everywhere with TF32 off, so CUDA results match the CPU reference to ~1e-5 (the
   reference's own CUDA default lets cuDNN use TF32, which costs ~1e-3).
-- ``bf16``: the fast path, default on CUDA. The ViTs and both decoders hold bfloat16 weights and run in
+- ``fp16``: the fast path, default on CUDA (chosen by measured accuracy: 7x smaller errors than bf16, renders
+  >= 54 dB against FP32's where bf16 reaches 41 dB, for ~4 ms). Guarded: a photo whose decoder outputs are
+  not finite (an activation above 65504) is computed again in its ``fallback`` policy, and the result says so.
+- ``bf16``: as ``fp16`` in bfloat16 (fp32's range, 3 fewer mantissa bits). The ViTs and both decoders hold bfloat16 weights and run in
   bfloat16 (flash attention through SDPA, channels_last convolutions, torch.compile'd blocks, GELU in the
   GEMM epilogue, cuDNN's fused convolution + ReLU; JPEGs decoded by nvJPEG on the GPU); depth
   inversion, the initializer's normalisation, the composer and the unprojection stay float32 (float64 for
   the covariance decomposition), as the spec's delicate points need.
 - ``bf16-eager``: ``bf16`` without torch.compile (no compile wait; for machines without a working Triton).
 - ``bf16-graphs``: ``bf16`` with CUDA graphs over the compiled units (experimental, see the performance notes).
-- ``fp16``, ``fp16-eager``: as ``bf16`` in float16 (3 more mantissa bits; an activation above 65504 overflows).
+- ``fp16-eager``: ``fp16`` without torch.compile. The eager policies are also what a process runs while the
+  compiled kernels are built in the background (see warm_start).
+
+cuDNN's benchmark mode is off in every policy: it cost ~6 s on the first photo of the eager path, and the
+compiled path measured no gain from it (docs/performance-notes.md); ``$SHARP_CUDNN_BENCHMARK=1`` turns it on.
 
 The network's dtype is carried by its parameters (weights are loaded straight in it); the model code casts
 at the float32 islands, so the same code runs every policy.
@@ -32,6 +39,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 PrecisionName = Literal["auto", "fp32", "bf16", "bf16-eager", "fp16", "fp16-eager", "bf16-graphs"]
+BENCHMARK_ENV = "SHARP_CUDNN_BENCHMARK"
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class Precision:
         fused_kernels: on CUDA, GELU in fc1's GEMM epilogue and cuDNN's fused convolution + bias + ReLU
             (see fastpath.use_fused_kernels); GELU becomes its tanh form, within 5e-4.
         gpu_jpeg: decode colour JPEGs with nvJPEG on the GPU (see gpu_jpeg) instead of Pillow on the CPU.
+        fallback: the policy a photo is computed again in when this one's outputs are not finite (None: none).
     """
 
     name: str
@@ -62,23 +71,29 @@ class Precision:
     cuda_graphs: bool = False
     fused_kernels: bool = False
     gpu_jpeg: bool = False
+    fallback: str | None = None
 
     def decode_device(self, device: torch.device) -> torch.device | None:
-        """Where photos are decoded for this policy on ``device``: the GPU itself, or None for Pillow."""
-        return device if self.gpu_jpeg and device.type == "cuda" else None
+        """Where photos are decoded for this policy on ``device``: the GPU itself once nvJPEG has been started
+        (gpu_jpeg.warm_up), or None for Pillow."""
+        from ..image import gpu_jpeg
+
+        return device if self.gpu_jpeg and device.type == "cuda" and gpu_jpeg.is_warm(device) else None
 
 
 def _fast(name: str, dtype: torch.dtype, compile: bool, graphs: bool = False) -> Precision:
+    # float16 overflows above 65504: recompute in bfloat16 (float32's range); bfloat16 falls back to float32.
     return Precision(
         name,
         dtype,
         allow_tf32=True,
         channels_last=True,
         compile=compile,
-        cudnn_benchmark=True,
+        cudnn_benchmark=os.environ.get(BENCHMARK_ENV, "") == "1",
         cuda_graphs=graphs,
         fused_kernels=True,
         gpu_jpeg=True,
+        fallback="bf16-eager" if dtype == torch.float16 else "fp32",
     )
 
 
@@ -91,9 +106,17 @@ POLICIES: dict[str, Precision] = {
     "bf16-graphs": _fast("bf16-graphs", torch.bfloat16, compile=True, graphs=True),
 }
 DEFAULT = POLICIES["fp32"]
-FAST = POLICIES["bf16"]
+FAST = POLICIES["fp16"]
 CHOICES = ("auto", *POLICIES)
 ENV_VAR = "SHARP_PRECISION"  # overrides "auto" (e.g. for `sharp serve` started by the add-on)
+
+
+def eager_twin(precision: Precision) -> Precision:
+    """The same policy without torch.compile (what runs while the compiled kernels are built)."""
+    if not precision.compile:
+        return precision
+    twin = POLICIES.get(f"{precision.name.split('-')[0]}-eager")
+    return twin if twin is not None else dataclasses.replace(precision, name=f"{precision.name}-eager", compile=False)
 
 
 def get_precision(name: str) -> Precision:
@@ -104,7 +127,8 @@ def get_precision(name: str) -> Precision:
 
 
 def resolve_precision(name: str | None, device: torch.device) -> Precision:
-    """``auto`` (or None) -> $SHARP_PRECISION if set, else ``bf16`` on a CUDA GPU with bfloat16, else ``fp32``.
+    """``auto`` (or None) -> $SHARP_PRECISION if set, else ``fp16`` on a CUDA GPU with bfloat16 (its fallback's
+    dtype), else ``fp32``.
 
     A named policy is taken as asked, except that torch.compile is dropped off CUDA (the CPU gains little
     from it and pays minutes of compile).
@@ -121,14 +145,47 @@ def resolve_precision(name: str | None, device: torch.device) -> Precision:
     return precision
 
 
+def _new_tf32_api() -> bool:
+    return hasattr(torch.backends.cuda.matmul, "fp32_precision")  # torch >= 2.9
+
+
+def _tf32() -> tuple[str, str]:
+    """(matmul, convolution) float32 precision, through torch's newer API where it exists: the legacy
+    ``allow_tf32`` flags raise once anything (Inductor, in the background compile) has used the new one."""
+    if _new_tf32_api():
+        return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision  # type: ignore[attr-defined]
+    legacy = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    return ("tf32" if legacy[0] else "ieee"), ("tf32" if legacy[1] else "ieee")
+
+
+def _set_tf32(matmul: str, conv: str) -> None:
+    if _tf32() == (matmul, conv):
+        return
+    if _new_tf32_api():
+        torch.backends.cuda.matmul.fp32_precision = matmul
+        torch.backends.cudnn.conv.fp32_precision = conv  # type: ignore[attr-defined]
+    else:  # "none" (the new API's "unset") only exists there
+        torch.backends.cuda.matmul.allow_tf32 = matmul == "tf32"
+        torch.backends.cudnn.allow_tf32 = conv == "tf32"
+
+
+def apply_flags(precision: Precision) -> None:
+    """Set the policy's TF32 and cuDNN flags for the whole process (then every inference_mode leaves them be:
+    two threads running the same flags cannot undo each other's)."""
+    mode = "tf32" if precision.allow_tf32 else "ieee"
+    _set_tf32(mode, mode)
+    torch.backends.cudnn.benchmark = precision.cudnn_benchmark
+
+
 @contextlib.contextmanager
 def inference_mode(precision: Precision, device: torch.device) -> Iterator[None]:
     """No autograd, the policy's TF32 / cuDNN flags (restored afterwards) and autocast if the policy asks for it."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    saved = _tf32()
     benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cuda.matmul.allow_tf32 = precision.allow_tf32
-    torch.backends.cudnn.allow_tf32 = precision.allow_tf32
-    torch.backends.cudnn.benchmark = precision.cudnn_benchmark
+    mode = "tf32" if precision.allow_tf32 else "ieee"
+    _set_tf32(mode, mode)
+    if benchmark != precision.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = precision.cudnn_benchmark
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.no_grad())
@@ -136,5 +193,6 @@ def inference_mode(precision: Precision, device: torch.device) -> Iterator[None]
                 stack.enter_context(torch.autocast(device.type, dtype=precision.autocast_dtype))
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-        torch.backends.cudnn.benchmark = benchmark
+        _set_tf32(*saved)
+        if torch.backends.cudnn.benchmark != benchmark:
+            torch.backends.cudnn.benchmark = benchmark

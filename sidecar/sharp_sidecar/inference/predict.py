@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,31 @@ class LoadedModel:
     preset: str
     load_s: float
     precision: Any = None  # precision.Precision; None = fp32
+    paths: Any = None  # warm_start.PathSwitch while the compiled path is built in the background, else None
+    load_timings: dict[str, float] = field(default_factory=dict)
+
+    def exclusive(self) -> Any:
+        """A context to run one photo in (keeps the background compile's tracing out of an eager forward)."""
+        if self.paths is not None:
+            return self.paths.exclusive()
+        return contextlib.nullcontext()
+
+    def photo_done(self) -> None:
+        """A photo has been written: the background compile may start (it waits, so as not to slow the first)."""
+        if self.paths is not None:
+            self.paths.kick()
+
+    def current(self) -> tuple[Any, Any, str | None]:
+        """(model, precision policy, note) for the next photo: the compiled path once it is ready."""
+        if self.paths is not None:
+            return self.paths.current()  # type: ignore[no-any-return]
+        from .precision import DEFAULT
+
+        return self.model, self.precision or DEFAULT, None
+
+
+COMPILE_ENV = "SHARP_COMPILE"  # background (default) | blocking | off
+COMPILE_DELAY_S = 5.0  # the background compile waits this long for the first photo to finish
 
 
 def load_model(
@@ -49,11 +74,15 @@ def load_model(
     download: ProgressCallback | None = None,
     precision: str = "auto",
     progress: StageProgress | None = None,
+    compile: str | None = None,
 ) -> LoadedModel:
     """Resolve the checkpoint (downloading it on first use), read it and build the predictor on ``device``.
 
-    ``precision`` names a policy of :mod:`precision` ("auto": the bf16 fast path on CUDA, else fp32); the
-    weights are loaded straight in its dtype, and its kernels are compiled here (``compile`` stage).
+    ``precision`` names a policy of :mod:`precision` ("auto": the fp16 fast path on CUDA, else fp32); the
+    weights are loaded straight in its dtype. A compiled policy's kernels are built according to ``compile``
+    (default $SHARP_COMPILE, else ``background``): ``background`` returns at once with the eager path and
+    switches when the compiled one is ready (warm_start); ``blocking`` compiles here (``compile`` stage);
+    ``off`` runs eagerly.
 
     Raises:
         CheckpointError: no file, a failed download, or a file that is not a SHARP checkpoint.
@@ -68,12 +97,33 @@ def load_model(
     path = resolve_checkpoint(checkpoint, progress=download)
     start = time.perf_counter()
     state_dict = load_state_dict_file(path)
+    read_s = time.perf_counter() - start
     model = fastpath.load_predictor(state_dict, target, policy, source=str(path))
     del state_dict
-    policy, _ = fastpath.prepare(model, policy, progress)  # eager policy if compiling failed
+    build_s = time.perf_counter() - start - read_s
+    how = compile or os.environ.get(COMPILE_ENV, "").strip() or "background"
+    if how not in ("background", "blocking", "off"):
+        raise ValueError(f"{COMPILE_ENV} must be background, blocking or off, got {how!r}")
+    paths = None
+    if policy.compile and target.type == "cuda" and how != "blocking":
+        from .precision import eager_twin
+
+        if how == "background":  # nvJPEG is started there too; Pillow decodes until then
+            from .warm_start import PathSwitch
+
+            paths = PathSwitch(model, policy, delay=COMPILE_DELAY_S)
+            paths.start(progress)
+        elif policy.gpu_jpeg:
+            from ..image import gpu_jpeg
+
+            gpu_jpeg.warm_up(target)
+        policy = eager_twin(policy)
+    else:
+        policy, _ = fastpath.prepare(model, policy, progress)  # eager policy if compiling failed
     elapsed = time.perf_counter() - start
     logger.info("model from %s on %s (%s) in %.1f s", path, target, policy.name, elapsed)
-    return LoadedModel(model, target, path, model.config.name, elapsed, policy)
+    timings = {"read": read_s, "build": build_s, "prepare": elapsed - read_s - build_s}
+    return LoadedModel(model, target, path, model.config.name, elapsed, policy, paths, timings)
 
 
 def predict_file(
@@ -102,8 +152,8 @@ def predict_file(
         BadImageError, BadRequestError, Cancelled, OutOfMemoryError.
     """
     from ..errors import Cancelled
-    from .pipeline import predict, save_prediction
-    from .precision import DEFAULT
+    from .overflow_guard import predict_guarded
+    from .pipeline import save_prediction
 
     def check(stage: str) -> None:
         if cancelled is not None and cancelled():
@@ -112,17 +162,29 @@ def predict_file(
     start = time.perf_counter()
     if progress is not None:
         progress("read_image", 0.0, Path(image).name)
-    precision = loaded.precision or DEFAULT
+    model, precision, note = loaded.current()
+    if note is not None and progress is not None:
+        progress("switch", 0.0, note)
     decode_on = precision.decode_device(next(loaded.model.parameters()).device)
     photo = imageio.load_rgb(image, focal_mm=focal_mm, focal_px=focal_px, device=decode_on)
     read_s = time.perf_counter() - start
     # The network stages take almost all the time; leave the first and last 2 % to reading and writing.
     scaled = None if progress is None else _scaled(progress, 0.02, 0.96)
-    prediction = predict(loaded.model, photo.rgb, photo.f_px, precision=precision, progress=scaled, cancelled=cancelled)
+    with loaded.exclusive():
+        prediction = predict_guarded(
+            model,
+            photo.rgb,
+            photo.f_px,
+            precision=precision,
+            eager_model=loaded.model,
+            progress=scaled,
+            cancelled=cancelled,
+        )
     check("ply")
     if progress is not None:
         progress("ply", 0.98, Path(output).name)
     save_prediction(prediction, output, plain=plain)
+    loaded.photo_done()
     timings = {"read_image": read_s, **prediction.timings}
     return FileResult(
         ply=Path(output),
@@ -131,8 +193,10 @@ def predict_file(
         focal_source=photo.focal_source,
         num_gaussians=prediction.gaussians.num_gaussians,
         timings=timings,
-        warnings=photo.warnings,
+        warnings=[*photo.warnings, *prediction.notes],
         gaussians=prediction.gaussians,
+        precision=prediction.precision,
+        notes=[*([note] if note else []), *prediction.notes],
     )
 
 

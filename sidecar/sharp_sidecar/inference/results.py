@@ -19,6 +19,8 @@ class FileResult:
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     gaussians: Any = field(default=None, repr=False)  # gaussians.Gaussians, metric (not in as_dict)
+    precision: str = ""  # the policy that computed it (a fallback's name after an overflow)
+    notes: list[str] = field(default_factory=list)  # how it was computed: a path switch, a recomputation
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -29,4 +31,6 @@ class FileResult:
             "num_gaussians": self.num_gaussians,
             "timings": self.timings,
             "warnings": self.warnings,
+            "precision": self.precision,
+            "notes": self.notes,
         }

@@ -188,6 +188,41 @@ def predict_op(ctx: JobContext) -> dict[str, Any]:
     return payload
 
 
+def load_op(ctx: JobContext) -> dict[str, Any]:
+    """``load``: the model loaded (and warmed up) before any photo, so the first ``predict`` finds it warm.
+
+    It goes into the shared ModelCache that ``predict`` uses; the warm-up forward pays the first-call costs
+    (CUDA module loading, cuDNN's plan selection, ~1.5 s on an H200). The background compile is not let go
+    here: it still waits for the first photo, because a Generate clicked while it traces took 4.0 s instead
+    of 0.25 s (H200, docs/performance-notes.md).
+    """
+    params = ctx.params
+    device = params.get("device") or "auto"
+    if device not in ("auto", "cuda", "mps", "cpu"):
+        raise BadRequestError(f"'device' must be auto, cuda, mps or cpu, got {device!r}")
+    checkpoint = params.get("checkpoint")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise BadRequestError("'checkpoint' must be a path string or null")
+    ctx.progress("checkpoint", None, "finding the checkpoint")
+    loaded, fresh = ctx.models.get(checkpoint, device, ctx)
+    if fresh and params.get("warm_up", True) is not False:
+        from ..inference.fastpath import warm_up
+
+        ctx.check_cancelled("warm_up")
+        ctx.progress("warm_up", None, "first forward (CUDA kernels, cuDNN plans)")
+        model, precision, _ = loaded.current()
+        with loaded.exclusive():
+            warm_up(model, precision)
+    paths = loaded.paths
+    return {
+        "device": str(loaded.device),
+        "precision": loaded.current()[1].name,
+        "load_s": loaded.load_s,
+        "loaded": fresh,
+        "compile": paths.status() if paths is not None else None,
+    }
+
+
 def lazy_op(target: str) -> JobOp:
     """An op implemented in another module (``".module:function"``), imported on first use."""
     module_name, function_name = target.split(":")
@@ -205,4 +240,8 @@ def lazy_op(target: str) -> JobOp:
 
 
 # The ops that queue for the worker thread, by protocol name (render lives in render_op.py).
-JOB_OPS: dict[str, JobOp] = {protocol.PREDICT: predict_op, protocol.RENDER: lazy_op("..render.render_op:render_op")}
+JOB_OPS: dict[str, JobOp] = {
+    protocol.PREDICT: predict_op,
+    protocol.RENDER: lazy_op("..render.render_op:render_op"),
+    protocol.LOAD: load_op,
+}

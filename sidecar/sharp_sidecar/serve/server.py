@@ -102,6 +102,7 @@ class Server:
             "device": str(loaded.device if loaded is not None else resolve_device("auto")),
             "cuda": torch.cuda.is_available(),
             "model_loaded": loaded is not None,
+            "compile": loaded.paths.status() if loaded is not None and loaded.paths is not None else None,
             "checkpoint": str(loaded.checkpoint) if loaded is not None else None,
             "busy": busy,
             "queued": queued,
