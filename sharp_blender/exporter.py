@@ -56,6 +56,8 @@ def export_ply(obj: bpy.types.Object, path: str | os.PathLike[str], apply_transf
     kinds: dict[str, str] = json.loads(mesh[importer.PROP_KINDS])
     origin = np.asarray(mesh.get(importer.PROP_ORIGIN, (0.0, 0.0, 0.0)), dtype=np.float64)
     count = len(mesh.vertices)
+    if count == 0:
+        raise ExportError(f"{obj.name} has no splats left to export (every point was deleted)")
     local = np.empty(count * 3, dtype=np.float32)
     mesh.attributes["position"].data.foreach_get("vector", local)
     local64 = local.reshape(count, 3).astype(np.float64)
@@ -80,8 +82,11 @@ def export_ply(obj: bpy.types.Object, path: str | os.PathLike[str], apply_transf
     for i, axis in enumerate(("x", "y", "z")):
         columns[axis] = means[:, i]
     elements = [_recount(name, array, count) for name, array in elements]
-    ordered = {name: columns[name] for name in kinds}
-    ply.write_ply(path, splat.vertex_array(ordered, kinds), elements)
+    # Properties kept under a safe attribute name (splat.attribute_names) get their PLY names back.
+    ply_names: dict[str, str] = json.loads(mesh.get(importer.PROP_PLY_NAMES, "{}"))
+    ordered = {ply_names.get(name, name): columns[name] for name in kinds}
+    ply_kinds = {ply_names.get(name, name): kind for name, kind in kinds.items()}
+    ply.write_ply(path, splat.vertex_array(ordered, ply_kinds), elements)
     logger.info("exported %s: %d splats to %s", obj.name, count, path)
     return count
 

@@ -113,6 +113,11 @@ def _parse_header(path: Path, head: bytes) -> tuple[str, list[PlyElement], int]:
             if words[1] == "list" and len(words) == 5:
                 elements[-1].properties.append((words[4], "list"))
             elif len(words) == 3 and words[1] in _PLY_TYPES:
+                if any(name == words[2] for name, _ in elements[-1].properties):
+                    raise PlyError(
+                        f"{path}: header line {number}: element '{elements[-1].name}' has two properties named "
+                        f"{words[2]!r}; a PLY's property names must differ. Re-export the file from its source"
+                    )
                 elements[-1].properties.append((words[2], _PLY_TYPES[words[1]]))
             else:
                 raise PlyError(f"{path}: header line {number} has an unknown property type: {raw!r}")
@@ -270,8 +275,8 @@ def camera_from_metadata(ply: PlyContents) -> SplatCamera | None:
         m = extrinsic.astype(np.float64).reshape(3, 4)
         E[:3, :3] = m[:, :3].T
         E[:3, 3] = m[:, 3]
-    if wh[0] <= 0 or wh[1] <= 0 or K[0, 0] <= 0 or K[1, 1] <= 0:
-        return None
+    if wh[0] <= 0 or wh[1] <= 0 or not (np.isfinite(K).all() and np.isfinite(E).all()) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        return None  # NaN / infinite / non-positive intrinsics would make a camera with lens = NaN
     return SplatCamera(K, wh, E)
 
 

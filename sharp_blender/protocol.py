@@ -89,6 +89,8 @@ DEVICE = "device"
 CANCELLED = "cancelled"
 INTERNAL = "internal"
 SIDECAR_DIED = "sidecar_died"  # raised by the client when the process goes away mid-request
+OUTPUT = "output"  # the output location cannot take the file (read-only, full, an input, a folder, ...)
+NON_FINITE = "non_finite"  # the model produced NaN or infinite values (a damaged checkpoint); nothing written
 
 
 class ProtocolError(ValueError):
@@ -105,6 +107,8 @@ def decode(line: str | bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}: {line[:200]!r}") from exc
+    except RecursionError:  # e.g. a line of 5,000 nested brackets: refused, never fatal
+        raise ProtocolError(f"JSON nested too deeply to read: {line[:80]!r}...") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")
     return message

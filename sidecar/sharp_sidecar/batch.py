@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import imageio, ply
+from . import guards, imageio, ply
 from .gaussians import disparity_quantiles, vertex_columns
 from .pipeline import predict
 from .precision import DEFAULT
@@ -37,7 +37,8 @@ class BatchItem:
 
 def _write(path: Path, vertex: Any, extra: list[tuple[str, Any]]) -> float:
     start = time.perf_counter()
-    ply.write_ply(path, vertex, extra)
+    with guards.writing(path):
+        ply.write_ply(path, vertex, extra)
     return time.perf_counter() - start
 
 
@@ -60,8 +61,9 @@ def predict_many(
         prefetch: photos decoded ahead of the network.
         keep_gaussians: keep each result's metric Gaussians on the device (off: they are freed after writing).
     """
-    from .predict import FileResult
+    from .predict import FileResult, expected_gaussians
 
+    size = guards.expected_ply_bytes(expected_gaussians(loaded))
     precision = loaded.precision or DEFAULT
     decode_on = precision.decode_device(next(loaded.model.parameters()).device)
     with (
@@ -85,9 +87,11 @@ def predict_many(
             if index + prefetch + 1 < len(jobs):
                 decoded.append(decoder.submit(decode, jobs[index + prefetch + 1][0]))
             try:
+                guards.prepare_output(output, [image], size)  # before the network runs
                 photo, read_s = future.result()
                 prediction = predict(loaded.model, photo.rgb, photo.f_px, precision=precision)
                 g = prediction.gaussians
+                guards.check_finite(g, image)
                 vertex = vertex_columns(g)  # GPU math + one copy to pinned memory, before the next photo's kernels
                 extra = (
                     []

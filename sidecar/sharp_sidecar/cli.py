@@ -150,7 +150,22 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
+def safe_streams() -> None:
+    """Print any file name, whatever its encoding: undecodable bytes (surrogate escapes) as backslash escapes,
+    instead of a UnicodeEncodeError that stops a batch halfway."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change (closed, redirected oddly)
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line's one boundary: every failure ends as ``error: ...`` and an exit code, never a traceback
+    (0 done, 1 failed, 2 usage, 130 interrupted)."""
+    safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
@@ -158,8 +173,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     setup_logging(getattr(args, "verbose", 0))
+    from .errors import SharpError
+
     try:
         return int(handler(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SharpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory (RAM); close other programs or use a smaller photo", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug or an unexpected fault: say so plainly, traceback only with -v
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (run with -vv for the details, and please report it)",
+            file=sys.stderr,
+        )
+        return 1

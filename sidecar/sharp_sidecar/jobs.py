@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import protocol
+from . import guards, protocol
 from .errors import BadRequestError, Cancelled
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _string(params: dict[str, Any], name: str, required: bool = True) -> str | N
         return None
     if not isinstance(value, str):
         raise BadRequestError(f"'{name}' must be a string, got {type(value).__name__}")
-    return value
+    return guards.check_path_text(name, value)
 
 
 def _focal(params: dict[str, Any], name: str) -> float | None:
