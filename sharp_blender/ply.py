@@ -156,7 +156,10 @@ def read_ply(path: str | os.PathLike[str]) -> PlyContents:
                 f"{path}: the file is truncated: element '{element.name}' needs {nbytes} bytes at offset {offset}, "
                 f"but the file has {size} bytes"
             )
-        data = np.frombuffer(raw, dtype=dtype, count=element.count, offset=offset)
+        if nbytes == 0:  # an empty element (e.g. 0 vertices) may sit past the end of the file's bytes
+            data = np.zeros(0, dtype=dtype)
+        else:
+            data = np.frombuffer(raw, dtype=dtype, count=element.count, offset=offset)
         elements[element.name] = data if order == "<" or dtype.itemsize == 0 else data.astype(dtype.newbyteorder("="))
         offset += nbytes
     if "vertex" not in elements:
@@ -203,7 +206,8 @@ def write_ply(
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(_header(elements))
         for _, array in elements:
-            fh.write(np.ascontiguousarray(array).data)
+            # As bytes: the buffer protocol refuses field names with ':' (e.g. "radiance:base").
+            fh.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
 
 
 def sharp_metadata(

@@ -158,6 +158,7 @@ def predict_op(ctx: JobContext) -> dict[str, Any]:
     if device not in ("auto", "cuda", "mps", "cpu"):
         raise BadRequestError(f"'device' must be auto, cuda, mps or cpu, got {device!r}")
     keep_model = params.get("keep_model", True) is not False
+    guards.prepare_output(output, [image])  # before the checkpoint loads: a bad output costs nothing
     ctx.check_cancelled("checkpoint")
     ctx.progress("checkpoint", None, "finding the checkpoint")
     try:
