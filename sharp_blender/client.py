@@ -212,6 +212,7 @@ class SidecarClient:
         self._log_bytes = 0
         self._started = 0.0
         self._last_line = 0.0
+        self._expired: dict[int, SidecarError] = {}  # generation -> the deadline error that stopped it
         self.ready_info: dict[str, Any] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._jobs: dict[str, Job] = {}
@@ -496,6 +497,8 @@ class SidecarClient:
                     else:
                         logger.warning("ignoring a non-protocol line from the sidecar: %s", exc)
                     continue
+                if generation != self._generation:
+                    continue  # a line still buffered from a process already replaced: its jobs are over
                 try:
                     self._dispatch(message)
                 except Exception as exc:  # one malformed event fails its own job, never the reader
@@ -511,7 +514,10 @@ class SidecarClient:
                 thread.join(1.0)
         with self._lock:
             stopping = self._stopping
-        if stopping:
+            expired = self._expired.pop(generation, None)
+        if expired is not None:
+            self._fail_all(expired, generation)
+        elif stopping:
             self._fail_all(SidecarError(protocol.CANCELLED, "the SHARP sidecar was shut down"), generation)
         elif reader_failed is not None:
             self._fail_all(
@@ -570,7 +576,7 @@ class SidecarClient:
             ready = self._ready.is_set()
             if not ready and now - self._started > self.start_timeout_s:
                 step, limit = "start-up (waiting for 'ready')", self.start_timeout_s
-            elif pending and silent > self.idle_timeout_s:
+            elif ready and pending and silent > self.idle_timeout_s:  # start-up time has its own deadline
                 job = pending[0]
                 stage = job.progress.stage if job.progress is not None else "waiting for the first progress event"
                 step, limit = f"{job.op} {job.id}, stage {stage}", self.idle_timeout_s
@@ -584,8 +590,12 @@ class SidecarClient:
                 log_path=str(self.log_path),
             )
             logger.warning("%s", error.message)
-            self._fail_all(error, generation)
+            with self._lock:
+                self._expired[generation] = error  # the reader ends the jobs with this, not "stopped unexpectedly"
+            # Stop first, then end the jobs: a waiter woken by the error must find the process gone, so its next
+            # request starts a fresh one instead of landing on the stuck one.
             self._stop_process(proc)
+            self._fail_all(error, generation)
             return
 
     def _fail_all(self, error: SidecarError, generation: int | None = None) -> None:
