@@ -132,6 +132,13 @@ def prepare_output(
     text = os.fspath(output)
     check_path_text("output", text)
     path = Path(text).expanduser()
+    try:
+        return _prepare(path, inputs, size_bytes)
+    except OSError as exc:  # e.g. a name too long for the file system, found by the first stat
+        raise output_error(path, exc) from None
+
+
+def _prepare(path: Path, inputs: Iterable[str | os.PathLike[str]], size_bytes: int) -> Path:
     for source in inputs:
         if _same_file(path, Path(source)):
             raise OutputError(

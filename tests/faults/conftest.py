@@ -68,3 +68,26 @@ def tiny_model(tiny_checkpoint: Path) -> object:
     from sharp_sidecar.predict import load_model
 
     return load_model(tiny_checkpoint, "cpu", precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def nan_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with every floating-point weight NaN (a damaged download that still unpickles)."""
+    import torch
+
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    path = tmp_path_factory.mktemp("nan-checkpoint") / "nan.pt"
+    torch.save({k: v.clone().fill_(float("nan")) if v.is_floating_point() else v for k, v in state.items()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def malicious_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torch zip whose pickle names a global (here a harmless one): what weights_only exists to refuse."""
+    import fractions
+
+    import torch
+
+    path = tmp_path_factory.mktemp("malicious") / "evil.pt"
+    torch.save({"w": torch.zeros(2), "x": fractions.Fraction(1, 3)}, path)
+    return path
