@@ -9,6 +9,7 @@ runs, so ``sharp --help`` and ``sharp <cmd> --help`` never import torch. To add 
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import logging
 import math
@@ -150,6 +151,20 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _escape_unprintable(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: a file name's undecodable byte (surrogate escape) as ``\\xNN``, as in the file
+    system; any other character the stream cannot encode as ``\\uNNNN``."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    text = exc.object[exc.start : exc.end]
+    return "".join(
+        f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}" for c in text
+    ), exc.end
+
+
+codecs.register_error("sharp-escape", _escape_unprintable)
+
+
 def safe_streams() -> None:
     """Print any file name, whatever its encoding: undecodable bytes (surrogate escapes) as backslash escapes,
     instead of a UnicodeEncodeError that stops a batch halfway."""
@@ -157,7 +172,7 @@ def safe_streams() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             try:
-                reconfigure(errors="backslashreplace")
+                reconfigure(errors="sharp-escape")
             except (ValueError, OSError):  # a stream that cannot change (closed, redirected oddly)
                 pass
 

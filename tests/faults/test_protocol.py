@@ -199,6 +199,8 @@ def test_stale_temporaries_of_ours_are_swept_when_writing_to_a_folder(
     old = os.stat(stale).st_mtime - 3600
     os.utime(stale, (old, old))
     os.utime(foreign, (old, old))
-    event = _predict(loop, "sweep", tiny_checkpoint, image=str(make_photo(tmp_path / "p.png")), output=str(out / "p.ply"))
+    event = _predict(
+        loop, "sweep", tiny_checkpoint, image=str(make_photo(tmp_path / "p.png")), output=str(out / "p.ply")
+    )
     assert event["type"] == protocol.RESULT
     assert not stale.exists() and young.exists() and foreign.exists()
