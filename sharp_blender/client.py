@@ -63,6 +63,16 @@ _EVENT_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,64})"')
 _LOGGED_KINDS = (protocol.SIDECAR_DIED, SIDECAR_UNAVAILABLE, protocol.INTERNAL, TIMEOUT, BAD_EVENT)
 
 
+def _seconds(value: float | None, variable: str, default: float) -> float:
+    if value is not None:
+        return float(value)
+    try:
+        seconds = float(os.environ.get(variable, ""))
+    except ValueError:
+        return default
+    return seconds if seconds > 0 else default
+
+
 def default_log_path() -> Path:
     """Where the sidecar's stderr is kept for this Blender process (quoted in errors)."""
     return Path(tempfile.gettempdir()) / "sharp_blender" / f"sidecar-{os.getpid()}.log"
@@ -188,8 +198,10 @@ class SidecarClient:
         command: argv of the sidecar, e.g. ``sidecar_command(python)``.
         env: variables added to the inherited environment (e.g. ``SHARP_CHECKPOINT``).
         cancel_grace_s: how long a cancelled job may take to end before the process is terminated.
-        start_timeout_s: deadline for the ``ready`` line after the process starts.
-        idle_timeout_s: longest silence of the sidecar while a request is pending.
+        start_timeout_s: deadline for the ``ready`` line after the process starts (default
+            ``$SHARP_SIDECAR_START_TIMEOUT``, else :data:`START_TIMEOUT_S`).
+        idle_timeout_s: longest silence of the sidecar while a request is pending (default
+            ``$SHARP_SIDECAR_IDLE_TIMEOUT``, else :data:`IDLE_TIMEOUT_S`).
         log_path: file that keeps the sidecar's stderr (default :func:`default_log_path`).
     """
 
@@ -198,15 +210,15 @@ class SidecarClient:
         command: Sequence[str],
         env: Mapping[str, str] | None = None,
         cancel_grace_s: float = CANCEL_GRACE_S,
-        start_timeout_s: float = START_TIMEOUT_S,
-        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        start_timeout_s: float | None = None,
+        idle_timeout_s: float | None = None,
         log_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.command = list(command)
         self.env = dict(env or {})
         self.cancel_grace_s = cancel_grace_s
-        self.start_timeout_s = start_timeout_s
-        self.idle_timeout_s = idle_timeout_s
+        self.start_timeout_s = _seconds(start_timeout_s, "SHARP_SIDECAR_START_TIMEOUT", START_TIMEOUT_S)
+        self.idle_timeout_s = _seconds(idle_timeout_s, "SHARP_SIDECAR_IDLE_TIMEOUT", IDLE_TIMEOUT_S)
         self.log_path = Path(log_path) if log_path is not None else default_log_path()
         self._log: IO[str] | None = None
         self._log_bytes = 0

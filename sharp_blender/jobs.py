@@ -278,8 +278,7 @@ class PredictRun(SidecarRun):
         result = PhotoResult(image)
         name = display_name(image.name)
         if job.error is not None:
-            text = describe(job.error)
-            result.error = text if name in text else f"{name}: {text}"
+            result.error = f"{name}: {describe(job.error)}"
         else:
             assert job.result is not None
             try:

@@ -248,7 +248,7 @@ def test_bad_checkpoint_files(tmp_path: Path) -> None:
 
     pickled = tmp_path / "object.pt"
     torch.save({"w": Thing()}, pickled)
-    with pytest.raises(CheckpointError, match="not a SHARP checkpoint.*not trust") as refused:
+    with pytest.raises(CheckpointError, match=r"not a SHARP checkpoint.*not trust") as refused:
         load_state_dict_file(pickled)  # weights_only refuses arbitrary objects
     assert "weights_only" not in str(refused.value)  # never torch's hint to switch the safety off
 
