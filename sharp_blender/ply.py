@@ -207,7 +207,8 @@ def write_ply(
         fh.write(_header(elements))
         for _, array in elements:
             # As bytes: the buffer protocol refuses field names with ':' (e.g. "radiance:base").
-            fh.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+            if array.nbytes:
+                fh.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
 
 
 def sharp_metadata(

@@ -48,6 +48,10 @@ Events (sidecar -> client), each carrying the request's ``id``
     ``{"type": "result", "id", "result": {...}}``                                 ends the request
     ``{"type": "error", "id", "error": {"kind", "message", "traceback"}}``       ends the request
 
+Error kinds besides the obvious ones: ``output`` (the output cannot be written there: read-only, full, a
+folder, the input photo itself; checked before the model runs) and ``non_finite`` (the model produced
+NaN or infinite values, e.g. from a damaged checkpoint; no PLY is written).
+
 Every request ends with exactly one ``result`` or ``error``. A line that is not a valid request gets
 an ``error`` of kind ``bad_request`` (``id`` null when none could be read), as does an id that is
 still in use. ``predict`` and ``render`` run one at a time in order; ``status`` and ``cancel`` are
