@@ -70,6 +70,12 @@ def display_name(path: str | os.PathLike[str]) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def printable(text: str) -> str:
+    """Text for Blender's UI: file-name bytes that are not UTF-8 (surrogate escapes, e.g. inside a sidecar
+    message) as ``\\xNN``; Blender refuses to store strings holding surrogates."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _not_a_photo(path: Path) -> str:
     """Why an entry cannot be sent as a photo, or "" when it can."""
     if "\x00" in str(path):
@@ -173,6 +179,13 @@ def unique_output(folder: Path, stem: str) -> Path:
 
 def describe(error: BaseException) -> str:
     """Any error as a message for the panel: what went wrong and what to do (the operators' one boundary)."""
+    try:
+        return printable(_describe(error))
+    except UnicodeError:  # lone surrogates that are no file-name bytes: drop them rather than fail here
+        return _describe(error).encode("utf-8", "replace").decode("utf-8")
+
+
+def _describe(error: BaseException) -> str:
     if isinstance(error, client.SidecarError):
         if error.kind == protocol.OUT_OF_MEMORY:
             return f"{error}. Try the CPU device, close other GPU programs, or use a smaller photo"

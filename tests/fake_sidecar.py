@@ -128,7 +128,9 @@ class FakeServer:
             with Image.open(params["image"]) as image:
                 rgb = np.asarray(image.convert("RGB"))
         except (OSError, ValueError, KeyError) as exc:
-            raise LookupError(f"cannot read the image {params.get('image')!r}: {exc}") from exc
+            raise LookupError(
+                f"cannot read the image '{params.get('image')}': {exc}"
+            ) from exc  # raw, as the real sidecar
         height, width = rgb.shape[:2]
         f = focal_px(width, height, params)
         self.stage(request_id, "model", 0.25)

@@ -90,6 +90,16 @@ def test_a_folder_with_bad_entries_still_makes_the_good_photos(
     assert "e\\xff.png" in error  # the undecodable name shown escaped, not as a crash
 
 
+def test_an_undecodable_name_in_a_sidecar_error_shows_escaped(
+    clean_scene: bpy.types.Scene, fake_sidecar: Callable[..., None], tmp_path: Path
+) -> None:
+    bad = tmp_path / os.fsdecode(b"caf\xe9.png")
+    bad.write_bytes(b"not a png")
+    with pytest.raises(RuntimeError, match=r"caf\\xe9\.png: cannot read the image"):
+        bpy.ops.sharp.predict(filepath=str(bad))
+    assert "caf\\xe9.png" in bpy.context.window_manager.sharp_status.error and _no_new_data()
+
+
 def test_a_multi_selection_with_a_missing_file_makes_the_others(
     clean_scene: bpy.types.Scene, fake_sidecar: Callable[..., None], make_photo: Callable[..., Path], tmp_path: Path
 ) -> None:
