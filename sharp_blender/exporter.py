@@ -139,6 +139,8 @@ def export_ply(
     if local is None:
         raise ExportError(f"{obj.name} has no point positions to export")
     count = len(local)
+    if count == 0:
+        raise ExportError(f"{obj.name} has no splats left to export (every point was deleted)")
     columns = {name: _column(data, name, kind) for name, kind in kinds.items() if name not in ("x", "y", "z")}
     elements = [] if plain else splat.elements_from_json(data.get(importer.PROP_ELEMENTS, "[]"))
     if apply_transform:
@@ -157,8 +159,11 @@ def export_ply(
     for i, axis in enumerate(("x", "y", "z")):
         columns[axis] = means[:, i]
     elements = [_recount(name, array, count) for name, array in elements]
-    ordered = {name: columns[name] for name in kinds}
-    ply.write_ply(path, splat.vertex_array(ordered, kinds), elements)
+    # Properties kept under a safe attribute name (splat.attribute_names) get their PLY names back.
+    ply_names: dict[str, str] = json.loads(data.get(importer.PROP_PLY_NAMES, "{}"))
+    ordered = {ply_names.get(name, name): columns[name] for name in kinds}
+    ply_kinds = {ply_names.get(name, name): kind for name, kind in kinds.items()}
+    ply.write_ply(path, splat.vertex_array(ordered, ply_kinds), elements)
     logger.info("exported %s: %d splats to %s", obj.name, count, path)
     return count
 

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 PROP_ORIGIN = "sharp_origin_cv"
 PROP_KINDS = "sharp_ply_kinds"
 PROP_ELEMENTS = "sharp_ply_elements"
+PROP_PLY_NAMES = "sharp_ply_names"  # attribute -> PLY name, for properties kept under a safe name (splat.py)
 PROP_SOURCE = "sharp_source"
 PROP_FRAME = "sharp_ply_frame"  # 16 floats: PLY frame -> Blender world at import; export maps back through it
 PROP_CAMERA = "sharp_camera"  # on the object: the name of its camera object
@@ -41,6 +42,7 @@ class ImportResult:
     splat: bpy.types.Object
     camera: bpy.types.Object | None
     seconds: float
+    warnings: list[str] = field(default_factory=list)  # dropped non-finite splats, renamed properties, ...
 
 
 def to_matrix(array: np.ndarray) -> Matrix:
@@ -81,6 +83,8 @@ def build_mesh(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> b
         mesh[PROP_ORIGIN] = [float(v) for v in origin_cv]
         mesh[PROP_KINDS] = json.dumps({prop: kind for prop, kind, _ in arrays.properties})
         mesh[PROP_ELEMENTS] = arrays.elements_json
+        if arrays.ply_names:
+            mesh[PROP_PLY_NAMES] = json.dumps(arrays.ply_names)
         mesh.update()
     except BaseException:
         bpy.data.meshes.remove(mesh)
@@ -156,7 +160,9 @@ def import_ply(
         raise
     seconds = time.perf_counter() - t0
     logger.info("imported %s: %d splats in %.3f s", path.name, arrays.count, seconds)
-    return ImportResult(obj, cam_obj, seconds)
+    for warning in arrays.warnings:
+        logger.warning("%s: %s", path.name, warning)
+    return ImportResult(obj, cam_obj, seconds, list(arrays.warnings))
 
 
 def _make_active(context: bpy.types.Context, obj: bpy.types.Object) -> None:

@@ -107,21 +107,75 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def collect_images(filepath: str = "", directory: str = "", names: list[str] | None = None) -> list[Path]:
-    """Photos from a file, a multi-selection in ``directory``, or every image in a folder (sorted)."""
+def display_name(path: str | os.PathLike[str]) -> str:
+    """A file name as text safe to show in Blender and to log, whatever its encoding (bytes as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def printable(text: str) -> str:
+    """Text for Blender's UI: file-name bytes that are not UTF-8 (surrogate escapes, e.g. inside a sidecar
+    message) as ``\\xNN``; Blender refuses to store strings holding surrogates."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _not_a_photo(path: Path) -> str:
+    """Why an entry cannot be sent as a photo, or "" when it can."""
+    if "\x00" in str(path):
+        return "the name holds a NUL character"
+    try:
+        if path.is_file():
+            return ""
+        if path.is_symlink():
+            return "a broken link (its target does not exist)"
+        if path.is_dir():
+            return "a folder, not a photo"
+        return "not found" if not path.exists() else "not a regular file"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({exc})"
+
+
+def collect_photos(
+    filepath: str = "", directory: str = "", names: list[str] | None = None
+) -> tuple[list[Path], list[str]]:
+    """(photos, skipped): photos from a file, a multi-selection in ``directory``, or every image in a folder
+    (sorted); ``skipped`` says which entries are not photos and why (a bad entry never blocks the others).
+
+    Raises:
+        JobError: nothing selected, the folder cannot be listed, or no entry is usable.
+    """
     if names:
         paths = [Path(bpy.path.abspath(directory)) / n for n in names if n]
     elif filepath:
         path = Path(bpy.path.abspath(filepath))
-        paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+        if path.is_dir():
+            try:
+                paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as exc:
+                raise JobError(f"cannot list the folder {display_name(path)}: {exc.strerror or exc}") from None
+            if not paths:
+                raise JobError(f"no photos in {display_name(path)} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        else:
+            paths = [path]
     else:
         paths = []
     if not paths:
         raise JobError("no photo selected: choose an image file (or a folder of images)")
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise JobError(f"photo not found: {', '.join(missing)}")
-    return paths
+    photos: list[Path] = []
+    skipped: list[str] = []
+    for path in paths:
+        reason = _not_a_photo(path)
+        if reason:
+            skipped.append(f"{display_name(path)}: skipped, {reason}")
+        else:
+            photos.append(path)
+    if not photos:
+        raise JobError("no usable photo: " + "; ".join(skipped))
+    return photos, skipped
+
+
+def collect_images(filepath: str = "", directory: str = "", names: list[str] | None = None) -> list[Path]:
+    """The photos of :func:`collect_photos` (the skipped entries dropped)."""
+    return collect_photos(filepath, directory, names)[0]
 
 
 def predict_options(context: bpy.types.Context, focal_mm: float, device: str) -> dict[str, Any]:
@@ -165,10 +219,28 @@ def unique_output(folder: Path, stem: str) -> Path:
     return path
 
 
-def describe(error: client.SidecarError) -> str:
-    if error.kind == protocol.OUT_OF_MEMORY:
-        return f"{error}. Try the CPU device, close other GPU programs, or use a smaller photo"
-    return str(error)
+def describe(error: BaseException) -> str:
+    """Any error as a message for the panel: what went wrong and what to do (the operators' one boundary)."""
+    try:
+        return printable(_describe(error))
+    except UnicodeError:  # lone surrogates that are no file-name bytes: drop them rather than fail here
+        return _describe(error).encode("utf-8", "replace").decode("utf-8")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, client.SidecarError):
+        if error.kind == protocol.OUT_OF_MEMORY:
+            return f"{error}. Try the CPU device, close other GPU programs, or use a smaller photo"
+        return str(error)
+    if isinstance(error, JobError | ValueError):  # JobError, ply.PlyError, ExportError, TransformError
+        return str(error)
+    if isinstance(error, OSError):
+        where = f" {display_name(error.filename)}" if error.filename else ""
+        return f"cannot use{where}: {error.strerror or error}"
+    if isinstance(error, MemoryError):
+        return "out of memory: close other programs, or import a smaller file"
+    logger.error("unexpected error", exc_info=error)
+    return f"unexpected {type(error).__name__}: {error} (details in the system console; please report it)"
 
 
 @dataclass
@@ -176,6 +248,7 @@ class PhotoResult:
     image: Path
     object_name: str = ""
     error: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -238,6 +311,7 @@ class PredictRun(SidecarRun):
     placement: str
     out_dir: Path
     results: list[PhotoResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # entries that were never photos, reported at the end
 
     @property
     def finished(self) -> bool:
@@ -257,26 +331,40 @@ class PredictRun(SidecarRun):
     def _job_done(self, context: bpy.types.Context, job: client.Job) -> None:
         image = self.images[len(self.results)]
         result = PhotoResult(image)
+        name = display_name(image.name)
         if job.error is not None:
-            result.error = f"{image.name}: {describe(job.error)}"
+            result.error = f"{name}: {describe(job.error)}"
         else:
             assert job.result is not None
             try:
-                imported = importer.import_ply(context, job.result["ply"], self.placement, photo=image)
+                ply_path = job.result.get("ply")
+                if not isinstance(ply_path, str) or not ply_path:
+                    raise JobError(f"the sidecar's answer names no PLY file (got {ply_path!r})")
+                imported = importer.import_ply(context, ply_path, self.placement, photo=image)
                 result.object_name = imported.splat.name
+                result.warnings = list(getattr(imported, "warnings", ()))
             except Exception as exc:  # import errors are reported per photo; the objects are cleaned up
                 logger.exception("importing %s failed", job.result.get("ply"))
-                result.error = f"{image.name}: {exc}"
+                result.error = f"{name}: {describe(exc)}"
         self.results.append(result)
         self.job = None
         stop = job.error is not None and job.error.kind in (protocol.CANCELLED, client.SIDECAR_UNAVAILABLE)
         if stop:
             self.cancelled = True
-        if not self.cancelled and len(self.results) < len(self.images):
-            self._submit(get_client(context))
+        while not self.cancelled and len(self.results) < len(self.images):
+            try:
+                self._submit(get_client(context))
+                return
+            except Exception as exc:  # the next photo cannot even be sent: say so and stop the queue
+                self.results.append(PhotoResult(self.images[len(self.results)], error=describe(exc)))
+                self.cancelled = True
 
     def run_blocking(self, context: bpy.types.Context, timeout: float | None = None) -> None:
-        """Background mode: run every photo to the end, on this thread."""
+        """Background mode: run every photo to the end, on this thread.
+
+        Each wait ends: the client's watchdog fails a job whose sidecar never says ready or falls silent (see
+        :mod:`.client`), and ``timeout`` bounds the whole run on top of that.
+        """
         self.start(context)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.poll(context):
@@ -285,14 +373,19 @@ class PredictRun(SidecarRun):
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 job._done.wait(remaining)
                 if not job.done:
+                    stage = job.progress.stage if job.progress is not None else "waiting for the sidecar"
+                    log = _client.log_path if _client is not None else "the system console"
                     self.cancel()
-                    raise JobError(f"the sidecar did not finish within {timeout:g} s")
+                    raise JobError(
+                        f"the sidecar did not finish {display_name(self.images[len(self.results)].name)} within "
+                        f"{timeout:g} s (stage: {stage}); its log is {log}"
+                    )
             time.sleep(0.001)
         update_status(context, self)
 
     def summary(self) -> tuple[list[str], list[str]]:
         made = [r.object_name for r in self.results if r.object_name]
-        errors = [r.error for r in self.results if r.error]
+        errors = [*self.skipped, *(r.error for r in self.results if r.error)]
         if self.cancelled and len(self.results) < len(self.images):
             errors.append(f"cancelled: {len(self.images) - len(self.results)} photo(s) not generated")
         return made, errors

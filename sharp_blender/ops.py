@@ -9,8 +9,7 @@ from typing import Any
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import client, exporter, importer, jobs, placement, prefs, props
-from .io import ply
+from . import exporter, importer, jobs, prefs, props
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +65,9 @@ class SHARP_OT_predict(bpy.types.Operator):
 
     def _make_run(self, context: bpy.types.Context) -> jobs.PredictRun:
         names = [f.name for f in self.files if f.name]
-        images = jobs.collect_images(self.filepath, self.directory, names)
+        images, skipped = jobs.collect_photos(self.filepath, self.directory, names)
         options = jobs.predict_options(context, self.focal_mm, self.device)
-        return jobs.PredictRun(images, options, self.placement, prefs.get(context).ply_dir())
+        return jobs.PredictRun(images, options, self.placement, prefs.get(context).ply_dir(), skipped=skipped)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         if jobs.ACTIVE is not None and not jobs.ACTIVE.finished:
@@ -80,8 +79,8 @@ class SHARP_OT_predict(bpy.types.Operator):
                 run.run_blocking(context)
                 return self._report(run)
             run.start(context)
-        except (jobs.JobError, client.SidecarError, OSError) as exc:
-            return self._fail(context, str(exc))
+        except Exception as exc:  # the operator's boundary: every failure is a message in the panel
+            return self._fail(context, jobs.describe(exc))
         jobs.ACTIVE = self._run = run
         wm = context.window_manager
         self._timer = wm.event_timer_add(TIMER_S, window=context.window)
@@ -99,9 +98,10 @@ class SHARP_OT_predict(bpy.types.Operator):
             return {"PASS_THROUGH"}
         try:
             done = run.poll(context)
-        except (jobs.JobError, client.SidecarError) as exc:
+        except Exception as exc:  # never leave the modal operator (and ACTIVE) stuck on an error
+            run.cancel()
             run.cancelled, done = True, True
-            self.report({"ERROR"}, str(exc))
+            self.report({"ERROR"}, jobs.describe(exc))
         wm = context.window_manager
         wm.progress_update(int(wm.sharp_status.progress * 100))  # type: ignore[attr-defined]
         if context.workspace is not None:
@@ -118,6 +118,9 @@ class SHARP_OT_predict(bpy.types.Operator):
 
     def _report(self, run: jobs.PredictRun) -> set[str]:
         made, errors = run.summary()
+        for result in run.results:
+            for warning in result.warnings:
+                self.report({"WARNING"}, f"{jobs.display_name(result.image.name)}: {warning}")
         for error in errors:
             self.report({"ERROR"} if not made else {"WARNING"}, error)
         if made:
@@ -172,15 +175,23 @@ class SHARP_OT_import_ply(bpy.types.Operator, ImportHelper):
     def execute(self, context: bpy.types.Context) -> set[str]:
         names = [f.name for f in self.files if f.name]
         paths = [Path(self.directory) / n for n in names] if names and self.directory else [Path(self.filepath)]
-        made = []
-        for path in paths:
+        made, failed = [], []
+        for path in paths:  # one bad file is reported and skipped; the others still import
             try:
                 result = importer.import_ply(context, path, self.placement, make_camera=self.camera)
-            except (ply.PlyError, OSError, ValueError) as exc:
-                self.report({"ERROR"}, str(exc))
-                return {"CANCELLED"}
+            except Exception as exc:  # the operator's boundary (the importer removed what it made)
+                text = jobs.describe(exc)
+                name = jobs.display_name(path)
+                failed.append(text if name in text or str(path) in text else f"{name}: {text}")
+                continue
             made.append(result.splat.name)
+            for warning in getattr(result, "warnings", ()):
+                self.report({"WARNING"}, f"{result.splat.name}: {warning}")
             self.report({"INFO"}, f"imported {result.splat.name} ({len(result.splat.data.vertices):,} splats)")
+        for text in failed:
+            self.report({"ERROR"} if not made else {"WARNING"}, text)
+        if failed and len(paths) > 1:
+            self.report({"ERROR"} if not made else {"WARNING"}, f"{len(failed)} of {len(paths)} PLYs failed")
         return {"FINISHED"} if made else {"CANCELLED"}
 
 
@@ -215,8 +226,8 @@ class SHARP_OT_export_ply(bpy.types.Operator, ExportHelper):
         assert obj is not None
         try:
             count = exporter.export_ply(obj, self.filepath, self.apply_transform, self.plain)
-        except (exporter.ExportError, placement.TransformError, OSError) as exc:
-            self.report({"ERROR"}, str(exc))
+        except Exception as exc:  # the operator's boundary; the writer leaves no partial file
+            self.report({"ERROR"}, jobs.describe(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"wrote {count:,} splats to {self.filepath}")
         return {"FINISHED"}
@@ -232,9 +243,10 @@ class SHARP_OT_check_sidecar(bpy.types.Operator):
         prefs.LAST_CHECK.clear()
         try:
             status = jobs.get_client(context).status(timeout=120)
-        except (jobs.JobError, client.SidecarError) as exc:
-            prefs.LAST_CHECK["Error"] = str(exc).splitlines()[0]
-            self.report({"ERROR"}, str(exc))
+        except Exception as exc:
+            text = jobs.describe(exc)
+            prefs.LAST_CHECK["Error"] = text.splitlines()[0]
+            self.report({"ERROR"}, text)
             return {"CANCELLED"}
         for key in ("version", "torch", "device", "model_loaded"):
             prefs.LAST_CHECK[key.replace("_", " ").capitalize()] = str(status.get(key))

@@ -1,6 +1,10 @@
 """3DGS PLY -> typed numpy arrays for Blender, and back. No bpy.
 
-Import keeps every vertex property under its PLY name (exact values) and derives display arrays:
+Import keeps every vertex property under its PLY name (exact values), except names Blender or this
+add-on use themselves (``position``, ``Col``, ``.select_vert``, ``radiance:*``, ...) or that are too long
+for an attribute: those are kept as ``ply:<name>`` (:func:`attribute_names`) and export restores them.
+Splats with a NaN or infinite value are dropped (counted in :attr:`SplatArrays.warnings`), so they never
+reach the object's origin (a median) or the display. It derives display arrays:
 ``Col`` = (scene-linear RGB of ``0.5 + C0·f_dc``, sigmoid(opacity)), linear ``scale`` and a unit
 ``rotation`` quaternion (w first). SHARP's PLY stores sRGB colour (``color_space`` 0); a PLY that says
 it is linear (1) is used as is. Metadata elements (``intrinsic``, ``image_size``, ...) are kept as
@@ -9,12 +13,13 @@ small JSON so that export writes them back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +47,44 @@ ATTRIBUTE_TYPES: dict[str, tuple[str, str, type]] = {
 POSITION_PROPERTIES = ("x", "y", "z")
 _TRANSPOSE_ROWS = 8192
 
+# Attribute names a PLY property must not take: Blender's built-in ones (some refuse a new attribute, others
+# make a second one named "position.001"), the display attributes of this add-on and of Blender 5.3's native
+# splats, and our own prefix (so a renamed property cannot meet a PLY property of the same name).
+RESERVED_ATTRIBUTES = frozenset(
+    {
+        "position", "id", "radius", "normal", "material_index", "velocity",
+        "sharp_face", "sharp_edge", "crease_vert", "crease_edge", "bevel_weight_vert", "bevel_weight_edge",
+        "UVMap", "uv_seam", "Col", "scale", "rotation", "opacity_display",
+    }
+)  # fmt: skip
+RESERVED_PREFIXES = (".", "radiance:", "sharp_", "ply:")
+RENAMED_PREFIX = "ply:"
+MAX_ATTRIBUTE_BYTES = 63  # Blender refuses names over 67 bytes; a little room is kept for ".001" suffixes
+
+
+def attribute_names(names: Sequence[str]) -> dict[str, str]:
+    """PLY property name -> Blender attribute name, for the names that cannot be kept as they are.
+
+    A reserved name becomes ``ply:<name>``; a name too long for Blender is shortened with a digest of the
+    whole name, so two long names that share a start stay apart. Names not in the result are kept as is.
+    """
+    renamed: dict[str, str] = {}
+    taken = set(names)
+    for name in names:
+        reserved = name in RESERVED_ATTRIBUTES or name.startswith(RESERVED_PREFIXES)
+        if not reserved and len(name.encode("utf-8")) <= MAX_ATTRIBUTE_BYTES:
+            continue
+        target = RENAMED_PREFIX + name
+        if len(target.encode("utf-8")) > MAX_ATTRIBUTE_BYTES:
+            digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            head = target.encode("utf-8")[: MAX_ATTRIBUTE_BYTES - 9].decode("utf-8", "ignore")
+            target = f"{head}~{digest}"
+        while target in taken:
+            target = "_" + target[: MAX_ATTRIBUTE_BYTES - 1]
+        taken.add(target)
+        renamed[name] = target
+    return renamed
+
 
 @dataclass
 class Derived:
@@ -58,11 +101,16 @@ class SplatArrays:
 
     count: int
     means_cv: np.ndarray  # (N, 3) f32, OpenCV camera frame, metres
-    properties: list[tuple[str, str, np.ndarray]]  # (PLY name, PLY kind, (N,) array in the attribute dtype)
+    # (attribute name, PLY kind, (N,) array in the attribute dtype); the attribute name is the PLY name, or its
+    # safe form from :func:`attribute_names` (see ``ply_names``)
+    properties: list[tuple[str, str, np.ndarray]]
     columns: dict[str, np.ndarray]  # PLY name -> the same (N,) arrays
     color_space: int | None  # 0 sRGB, 1 linear, None when the file does not say (treated as sRGB)
     camera: ply.SplatCamera | None
     elements_json: str  # the non-vertex elements, see :func:`elements_to_json`
+    ply_names: dict[str, str] = field(default_factory=dict)  # attribute name -> PLY name, renamed ones only
+    dropped: int = 0  # splats left out because a value was NaN or infinite
+    warnings: list[str] = field(default_factory=list)  # for the import report
 
 
 def elements_to_json(contents: ply.PlyContents) -> str:
@@ -158,25 +206,60 @@ def read(path: str | os.PathLike[str]) -> SplatArrays:
             f"{contents.path}: not a 3D Gaussian splat PLY: vertex properties {', '.join(missing)} are missing "
             f"(found: {', '.join(names) or 'none'})"
         )
+    if len(vertex) == 0:
+        raise ply.PlyError(f"{contents.path}: the PLY has no splats (its vertex element has 0 rows)")
     try:
         columns = _columns(vertex)
     except ply.PlyError as exc:
         raise ply.PlyError(f"{contents.path}: {exc}") from exc
-    count = len(vertex)
+    warnings: list[str] = []
+    columns, dropped = _finite_rows(columns)
+    if dropped == len(vertex):
+        raise ply.PlyError(f"{contents.path}: every one of its {dropped:,} splats has a NaN or infinite value")
+    if dropped:
+        warnings.append(f"{dropped:,} of {len(vertex):,} splats had NaN or infinite values and were left out")
+    count = len(vertex) - dropped
     means = np.empty((count, 3), dtype=np.float32)
     for i, axis in enumerate("xyz"):
         means[:, i] = columns[axis]
     space = contents.scalar_element("color_space")
+    # ply's own reader of the SHARP camera elements (intrinsic, image_size, extrinsic and legacy forms).
+    camera = ply.camera_from_metadata(contents)
+    if camera is None and contents.scalar_element("intrinsic") is not None:
+        warnings.append("the PLY's camera intrinsics are unusable (NaN, infinite or not positive); no camera made")
+    renamed = attribute_names(names)
+    if renamed:
+        warnings.append(
+            "PLY properties kept under another name (Blender or the add-on use theirs): "
+            + ", ".join(f"{old} -> {new}" for old, new in renamed.items())
+        )
     return SplatArrays(
         count=count,
         means_cv=means,
-        properties=[(n, vertex.dtype[n].kind + str(vertex.dtype[n].itemsize), columns[n]) for n in names],
+        properties=[
+            (renamed.get(n, n), vertex.dtype[n].kind + str(vertex.dtype[n].itemsize), columns[n]) for n in names
+        ],
         columns=columns,
         color_space=int(space[0]) if space is not None and space.size else None,
-        # ply's own reader of the SHARP camera elements (intrinsic, image_size, extrinsic and legacy forms).
-        camera=ply.camera_from_metadata(contents),
+        camera=camera,
         elements_json=elements_to_json(contents),
+        ply_names={new: old for old, new in renamed.items()},
+        dropped=dropped,
+        warnings=warnings,
     )
+
+
+def _finite_rows(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """Drop the rows with a NaN or infinite float value; returns (columns, rows dropped)."""
+    bad: np.ndarray | None = None
+    for values in columns.values():
+        if values.dtype.kind == "f":
+            row_bad = ~np.isfinite(values)
+            bad = row_bad if bad is None else bad | row_bad
+    if bad is None or not bad.any():
+        return columns, 0
+    keep = ~bad
+    return {name: np.ascontiguousarray(values[keep]) for name, values in columns.items()}, int(bad.sum())
 
 
 def derive(arrays: SplatArrays) -> Derived:

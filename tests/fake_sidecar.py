@@ -13,6 +13,12 @@ Behaviour for tests (command-line flags):
     --no-ready         never send the ``ready`` line
     --load-delay S     "loading the model" takes S seconds (once per process, by ``load`` or the first ``predict``)
 ``status`` reports ``model_loads``: how many times this process loaded its (pretend) model.
+    --ready-delay S    wait S seconds before ``ready``
+    --exit-at-start N  exit with code N before ``ready``, after a log line on stderr
+    --hang             accept ``predict`` and never answer it (nor send progress)
+    --wrong-id         answer ``predict`` under another id
+    --malformed KIND   answer ``predict`` with a malformed event (see MALFORMED), then serve on
+    --nan              write NaN into the first splat's position (a non-finite PLY)
 An unreadable image ends the request with an error of kind ``bad_image``.
 
 Usage: python tests/fake_sidecar.py [flags]   (runs from anywhere; finds the repository itself)
@@ -36,6 +42,19 @@ import numpy as np  # noqa: E402
 from sharp_blender.io import conventions, ply, protocol  # noqa: E402
 
 VERSION = "0.0-fake"
+
+# --malformed KIND: the raw line sent instead of predict's result ({id} is the request's id).
+MALFORMED = {
+    "error-string": '{{"type":"error","id":"{id}","error":"a bare string"}}',
+    "error-list": '{{"type":"error","id":"{id}","error":[1,2]}}',
+    "error-kind-int": '{{"type":"error","id":"{id}","error":{{"kind":7,"message":null}}}}',
+    "result-list": '{{"type":"result","id":"{id}","result":[1,2,3]}}',
+    "result-string": '{{"type":"result","id":"{id}","result":"done"}}',
+    "result-no-ply": '{{"type":"result","id":"{id}","result":{{"ply":42}}}}',
+    "nested": '{{"type":"result","id":"{id}","result":' + "[" * 5000 + "]" * 5000 + "}}",
+    "not-json": '{{"type":"result","id":"{id}", oops',
+    "binary": "\udcff\udcfe{{garbage",
+}
 
 
 def focal_px(width: int, height: int, params: dict[str, Any]) -> float:
@@ -126,13 +145,17 @@ class FakeServer:
     def predict(self, request_id: str, params: dict[str, Any]) -> dict[str, Any]:
         from PIL import Image
 
+        if self.args.hang:
+            time.sleep(3600)
         self.stage(request_id, "load", 0.0)
         fresh = self.ensure_model(request_id)
         try:
             with Image.open(params["image"]) as image:
                 rgb = np.asarray(image.convert("RGB"))
         except (OSError, ValueError, KeyError) as exc:
-            raise LookupError(f"cannot read the image {params.get('image')!r}: {exc}") from exc
+            raise LookupError(
+                f"cannot read the image '{params.get('image')}': {exc}"
+            ) from exc  # raw, as the real sidecar
         height, width = rgb.shape[:2]
         f = focal_px(width, height, params)
         self.stage(request_id, "model", 0.25)
@@ -143,6 +166,8 @@ class FakeServer:
 
             os._exit(3)
         vertex, _K = splats_from_image(rgb, f, self.args.depth)
+        if self.args.nan:
+            vertex["x"][0] = np.nan
         self.stage(request_id, "gaussians", 0.5)
         extras = ply.sharp_metadata(f, (width, height), len(vertex), [0.1, 1.0])
         ply.write_ply(params["output"], vertex, extras)
@@ -164,8 +189,16 @@ class FakeServer:
                 request_id, op, params = self.jobs.pop(0)
             self.busy = True
             try:
+                if self.args.malformed:
+                    with self.out_lock:
+                        line = MALFORMED[self.args.malformed].format(id=request_id)
+                        sys.stdout.buffer.write(line.encode("utf-8", "surrogateescape") + b"\n")
+                        sys.stdout.flush()
+                    continue
                 run = self.load if op == protocol.LOAD else self.predict
-                self.send(protocol.result(request_id, run(request_id, params)))
+                result = run(request_id, params)
+                answer_id = request_id + "-other" if self.args.wrong_id else request_id
+                self.send(protocol.result(answer_id, result))
             except InterruptedError:
                 self.send(protocol.error(request_id, protocol.CANCELLED, "predict was cancelled"))
             except LookupError as exc:
@@ -176,6 +209,10 @@ class FakeServer:
     def serve(self) -> int:
         threading.Thread(target=self.worker, daemon=True).start()
         print(f"fake sidecar {VERSION} ready", file=sys.stderr, flush=True)
+        if self.args.exit_at_start is not None:
+            print("fake sidecar: cannot start (on purpose)", file=sys.stderr, flush=True)
+            return int(self.args.exit_at_start)
+        time.sleep(self.args.ready_delay)
         if not self.args.no_ready:
             self.send(protocol.ready(self.status()))
         for line in sys.stdin:
@@ -209,6 +246,12 @@ def main() -> int:
     parser.add_argument("--crash", action="store_true")
     parser.add_argument("--no-ready", action="store_true")
     parser.add_argument("--load-delay", type=float, default=0.0)
+    parser.add_argument("--ready-delay", type=float, default=0.0)
+    parser.add_argument("--exit-at-start", type=int, default=None)
+    parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--wrong-id", action="store_true")
+    parser.add_argument("--malformed", choices=sorted(MALFORMED), default=None)
+    parser.add_argument("--nan", action="store_true")
     parser.add_argument("serve", nargs="?")
     return FakeServer(parser.parse_args()).serve()
 

@@ -63,7 +63,8 @@ def _check(contents: ply.PlyContents) -> tuple[np.ndarray, np.ndarray, np.ndarra
     sh = contents.elements.get("sh")
     if sh is not None:
         names = sh.dtype.names or ()
-        if len(sh) != len(vertex) or len(names) not in (0, 9, 24, 45):
+        # gsplat writes an sh element with no properties when there are no bands: its row count says nothing
+        if names and (len(sh) != len(vertex) or len(names) not in (9, 24, 45)):
             raise ply.PlyError(
                 f"{path}: the compressed PLY's sh element has {len(sh)} rows of {len(names)} values; "
                 f"expected {len(vertex)} rows of 9, 24 or 45 f_rest values"

@@ -139,6 +139,11 @@ def _parse_header(path: Path, head: bytes) -> tuple[str, list[PlyElement], int]:
             if words[1] == "list" and len(words) == 5:
                 elements[-1].properties.append((words[4], "list"))
             elif len(words) == 3 and words[1] in _PLY_TYPES:
+                if any(name == words[2] for name, _ in elements[-1].properties):
+                    raise PlyError(
+                        f"{path}: header line {number}: element '{elements[-1].name}' has two properties named "
+                        f"{words[2]!r}; a PLY's property names must differ. Re-export the file from its source"
+                    )
                 elements[-1].properties.append((words[2], _PLY_TYPES[words[1]]))
             else:
                 raise PlyError(f"{path}: header line {number} has an unknown property type: {raw!r}")
@@ -177,7 +182,10 @@ def read_ply(path: str | os.PathLike[str]) -> PlyContents:
                 f"{path}: the file is truncated: element '{element.name}' needs {nbytes} bytes at offset {offset}, "
                 f"but the file has {size} bytes"
             )
-        data = np.frombuffer(raw, dtype=dtype, count=element.count, offset=offset)
+        if nbytes == 0:  # an empty element (e.g. 0 vertices) may sit past the end of the file's bytes
+            data = np.zeros(0, dtype=dtype)
+        else:
+            data = np.frombuffer(raw, dtype=dtype, count=element.count, offset=offset)
         elements[element.name] = data if order == "<" or dtype.itemsize == 0 else data.astype(dtype.newbyteorder("="))
         offset += nbytes
     if "vertex" not in elements:
@@ -237,7 +245,9 @@ def write_ply(
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(_header(elements))
         for _, array in elements:
-            fh.write(np.ascontiguousarray(array).data)
+            # As bytes: the buffer protocol refuses field names with ':' (e.g. "radiance:base").
+            if array.nbytes:
+                fh.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
 
 
 def sharp_metadata(
@@ -309,8 +319,8 @@ def camera_from_metadata(ply: PlyContents) -> SplatCamera | None:
         m = extrinsic.astype(np.float64).reshape(3, 4)
         E[:3, :3] = m[:, :3].T
         E[:3, 3] = m[:, 3]
-    if wh[0] <= 0 or wh[1] <= 0 or K[0, 0] <= 0 or K[1, 1] <= 0:
-        return None
+    if wh[0] <= 0 or wh[1] <= 0 or not (np.isfinite(K).all() and np.isfinite(E).all()) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        return None  # NaN / infinite / non-positive intrinsics would make a camera with lens = NaN
     return SplatCamera(K, wh, E)
 
 

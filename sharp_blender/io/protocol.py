@@ -57,6 +57,10 @@ Events (sidecar -> client), each carrying the request's ``id``
     ``{"type": "result", "id", "result": {...}}``                                 ends the request
     ``{"type": "error", "id", "error": {"kind", "message", "traceback"}}``       ends the request
 
+Error kinds besides the obvious ones: ``output`` (the output cannot be written there: read-only, full, a
+folder, the input photo itself; checked before the model runs) and ``non_finite`` (the model produced
+NaN or infinite values, e.g. from a damaged checkpoint; no PLY is written).
+
 Every request ends with exactly one ``result`` or ``error``. A line that is not a valid request gets
 an ``error`` of kind ``bad_request`` (``id`` null when none could be read), as does an id that is
 still in use. ``predict`` and ``render`` run one at a time in order; ``status`` and ``cancel`` are
@@ -99,6 +103,8 @@ DEVICE = "device"
 CANCELLED = "cancelled"
 INTERNAL = "internal"
 SIDECAR_DIED = "sidecar_died"  # raised by the client when the process goes away mid-request
+OUTPUT = "output"  # the output location cannot take the file (read-only, full, an input, a folder, ...)
+NON_FINITE = "non_finite"  # the model produced NaN or infinite values (a damaged checkpoint); nothing written
 
 
 class ProtocolError(ValueError):
@@ -115,6 +121,8 @@ def decode(line: str | bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}: {line[:200]!r}") from exc
+    except RecursionError:  # e.g. a line of 5,000 nested brackets: refused, never fatal
+        raise ProtocolError(f"JSON nested too deeply to read: {line[:80]!r}...") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")
     return message

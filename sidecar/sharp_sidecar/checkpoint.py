@@ -5,7 +5,9 @@ Where the file comes from, first match wins: an explicit path (``-c`` / the requ
 (``torch.hub.get_dir()/checkpoints/sharp_2572gikvuh.pt``), downloaded from Apple's CDN on first use.
 
 The download goes to ``<file>.partial`` beside the target and is renamed only once every byte has
-arrived, so a half-downloaded file is never mistaken for a checkpoint. A later attempt resumes the
+arrived and the file proves to be a checkpoint (:func:`verify_checkpoint_file`: the size Content-Length
+announced, a torch zip archive, and the SHA-256 when one is known), so neither a half-downloaded file
+nor a captive portal's HTML page is ever mistaken for one. A later attempt resumes the
 partial file with an HTTP Range request when the server allows it (206), and starts over otherwise.
 Checking keys and shapes against the model is ``model.checkpoint``'s job; this module only makes sure
 the file is a dict of tensors.
@@ -14,6 +16,7 @@ the file is a dict of tensors.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import logging
 import os
@@ -37,6 +40,10 @@ CHECKPOINT_URL = "https://ml-site.cdn-apple.com/models/sharp/sharp_2572gikvuh.pt
 CHECKPOINT_NAME = "sharp_2572gikvuh.pt"
 ENV_VAR = "SHARP_CHECKPOINT"
 URL_ENV_VAR = "SHARP_CHECKPOINT_URL"  # a mirror of the same file, for sites that cannot reach Apple's CDN
+# The official file's SHA-256 (lower-case hex) once it is published; None skips the check.
+# $SHARP_CHECKPOINT_SHA256 sets it (e.g. for a mirror).
+CHECKPOINT_SHA256: str | None = None
+SHA256_ENV_VAR = "SHARP_CHECKPOINT_SHA256"
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
 
@@ -105,8 +112,55 @@ def resolve_checkpoint(
         if cached.is_file():  # another process finished it while this one waited
             return cached
         logger.info("downloading the SHARP checkpoint from %s to %s", url, cached)
-        download_file(url, cached, progress=progress)
+        expected = os.environ.get(SHA256_ENV_VAR, "").strip().lower() or CHECKPOINT_SHA256
+        download_file(url, cached, progress=progress, verify=lambda p: verify_checkpoint_file(p, url, expected))
     return cached
+
+
+def _looks_like(head: bytes) -> str:
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "an HTML page (a captive portal, proxy or login page?)"
+    if text.startswith((b"{", b"[")):
+        return "a JSON document (an error page?)"
+    return f"a file starting with {head[:16]!r}"
+
+
+def verify_checkpoint_file(path: Path, url: str = "", sha256: str | None = None) -> None:
+    """Accept a downloaded file only if it is a torch zip archive (and has the expected SHA-256, when known).
+
+    Cheap: reads the zip's central directory, not the 2.8 GB of tensors.
+
+    Raises:
+        CheckpointError: naming what arrived instead.
+    """
+    source = f" from {url}" if url else ""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+        raise CheckpointError(
+            f"the download{source} is not a SHARP checkpoint: it is {_looks_like(head)}, {path.stat().st_size:,} "
+            f"bytes. Nothing was saved. If your network needs a sign-in, do that in a browser and run again; "
+            f"or {how_to_provide()}"
+        ) from None
+    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        raise CheckpointError(
+            f"the download{source} is a zip archive but not a PyTorch checkpoint (no data.pkl). Nothing was saved. "
+            f"{how_to_provide()}"
+        )
+    if sha256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(block)
+        if digest.hexdigest() != sha256.lower():
+            raise CheckpointError(
+                f"the download{source} has SHA-256 {digest.hexdigest()}, not the expected {sha256}: it is not the "
+                f"official checkpoint, or it was damaged on the way. Nothing was saved. {how_to_provide()}"
+            )
 
 
 @contextlib.contextmanager
@@ -145,12 +199,20 @@ def _open(url: str, start: int) -> Any:
     return urllib.request.urlopen(request, timeout=_TIMEOUT_S)
 
 
-def download_file(url: str, target: str | os.PathLike[str], progress: ProgressCallback | None = None) -> Path:
+def download_file(
+    url: str,
+    target: str | os.PathLike[str],
+    progress: ProgressCallback | None = None,
+    verify: Callable[[Path], None] | None = None,
+) -> Path:
     """Download ``url`` to ``target`` via ``target.partial``, resuming a partial file where possible.
 
+    ``verify(partial)`` runs on the complete file before it is renamed onto ``target``; if it raises, the
+    partial file is deleted (it is not a prefix worth resuming) and the error goes to the caller.
+
     Raises:
-        CheckpointError: HTTP error, network failure or a transfer shorter than Content-Length
-            (the partial file is kept for the next attempt to resume).
+        CheckpointError: HTTP error, network failure, a transfer shorter or longer than Content-Length
+            (a short one keeps the partial file for the next attempt to resume), or ``verify``'s error.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -202,11 +264,23 @@ def download_file(url: str, target: str | os.PathLike[str], progress: ProgressCa
         raise CheckpointError(f"{failure}: HTTP {exc.code} {exc.reason}. {how_to_provide()}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise CheckpointError(f"{failure}: {exc}. Run again to resume the download, or: {how_to_provide()}") from None
+    if total is not None and done > total:
+        partial.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"{failure}: the server sent {done:,} bytes where it announced {total:,}; the file was discarded. "
+            f"Run again, or: {how_to_provide()}"
+        )
     if total is not None and done != total:
         raise CheckpointError(
             f"{failure}: the transfer stopped after {done:,} of {total:,} bytes. "
             f"Run again to resume the download, or: {how_to_provide()}"
         )
+    if verify is not None:
+        try:
+            verify(partial)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     os.replace(partial, target)
     logger.info("checkpoint saved to %s (%d bytes)", target, done)
     return target
@@ -222,6 +296,18 @@ def _torch_load(path: Path, map_location: Any) -> Any:
         if "mmap" not in str(exc):
             raise
         return torch.load(path, map_location=map_location, weights_only=True)  # legacy (non-zip) file
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    text = str(exc)
+    lines = [line.strip() for line in text.split("WeightsUnpickler error:")[-1].splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    if "weights_only" in reason:  # never pass on torch's hint to turn the safety off
+        reason = type(exc).__name__
+    return CheckpointError(
+        f"{path} ({path.stat().st_size:,} bytes) is not a readable PyTorch checkpoint: it is truncated, "
+        f"damaged or another kind of file ({reason}). Delete it and fetch it again. {how_to_provide()}"
+    )
 
 
 def load_state_dict_file(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, torch.Tensor]:
@@ -244,12 +330,19 @@ def load_state_dict_file(path: str | os.PathLike[str], map_location: Any = "cpu"
         raise CheckpointError(f"checkpoint file {path} does not exist. {how_to_provide()}")
     try:
         loaded = _torch_load(path, map_location)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():
+            raise _unreadable(path, exc) from None
+        # torch's message suggests loading again with weights_only=False: that would run the file's code.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path} ({path.stat().st_size:,} bytes) is not a readable PyTorch checkpoint: it is truncated, "
-            f"damaged or another kind of file ({reason}). Delete it and fetch it again. {how_to_provide()}"
+            f"{path} is not a SHARP checkpoint: it contains Python objects{what}, which a checkpoint of weights "
+            "never holds, so it was refused. Do not load it with any other tool and do not trust its source: "
+            f"delete it. {how_to_provide()}"
         ) from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
+        raise _unreadable(path, exc) from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not loaded:

@@ -37,3 +37,15 @@ class BadRequestError(SharpError):
     """A request or command-line value that cannot be used (e.g. a negative focal length)."""
 
     code = protocol.BAD_REQUEST
+
+
+class OutputError(SharpError):
+    """The output location cannot take the file: read-only, full, missing permission, an input, a folder."""
+
+    code = protocol.OUTPUT
+
+
+class NonFiniteError(SharpError):
+    """The model produced NaN or infinite values; writing them would make a silently broken PLY."""
+
+    code = protocol.NON_FINITE

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import http.server
+import io
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,7 +13,15 @@ from sharp_sidecar import checkpoint
 from sharp_sidecar.checkpoint import download_file, load_state_dict_file, resolve_checkpoint
 from sharp_sidecar.errors import Cancelled, CheckpointError
 
-PAYLOAD = bytes(range(256)) * 4000  # 1,024,000 bytes
+
+def _checkpoint_bytes() -> bytes:
+    """A real (small) torch zip archive of about 1 MB: resolve_checkpoint only accepts a download that is one."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.arange(256_000, dtype=torch.float32)}, buffer)
+    return buffer.getvalue()
+
+
+PAYLOAD = _checkpoint_bytes()  # ~1,024,000 bytes
 
 
 class Thing:
@@ -239,8 +248,9 @@ def test_bad_checkpoint_files(tmp_path: Path) -> None:
 
     pickled = tmp_path / "object.pt"
     torch.save({"w": Thing()}, pickled)
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match=r"not a SHARP checkpoint.*not trust") as refused:
         load_state_dict_file(pickled)  # weights_only refuses arbitrary objects
+    assert "weights_only" not in str(refused.value)  # never torch's hint to switch the safety off
 
 
 def test_second_downloader_waits_and_reuses_the_file(

@@ -9,6 +9,7 @@ runs, so ``sharp --help`` and ``sharp <cmd> --help`` never import torch. To add 
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import math
 import sys
@@ -124,7 +125,36 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _escape_unprintable(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: a file name's undecodable byte (surrogate escape) as ``\\xNN``, as in the file
+    system; any other character the stream cannot encode as ``\\uNNNN``."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    text = exc.object[exc.start : exc.end]
+    return "".join(
+        f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}" for c in text
+    ), exc.end
+
+
+codecs.register_error("sharp-escape", _escape_unprintable)
+
+
+def safe_streams() -> None:
+    """Print any file name, whatever its encoding: undecodable bytes (surrogate escapes) as backslash escapes,
+    instead of a UnicodeEncodeError that stops a batch halfway."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="sharp-escape")
+            except (ValueError, OSError):  # a stream that cannot change (closed, redirected oddly)
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line's one boundary: every failure ends as ``error: ...`` and an exit code, never a traceback
+    (0 done, 1 failed, 2 usage, 130 interrupted)."""
+    safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
@@ -132,8 +162,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     setup_logging(getattr(args, "verbose", 0))
+    from ..errors import SharpError
+
     try:
         return int(handler(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SharpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory (RAM); close other programs or use a smaller photo", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug or an unexpected fault: say so plainly, traceback only with -v
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (run with -vv for the details, and please report it)",
+            file=sys.stderr,
+        )
+        return 1

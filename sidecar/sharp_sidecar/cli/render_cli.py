@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     """The ``sharp render`` command. Returns 0 when every PLY rendered, 1 otherwise."""
     from tqdm import tqdm
 
+    from .. import guards
     from ..errors import SharpError
     from ..io import trajectory
     from ..render import render, render_scene
@@ -111,7 +112,12 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     device = render.pick_device(args.device)
     params = trajectory.TrajectoryParams(type=args.trajectory, num_steps=args.frames)
-    failures = 0
+    failed: list[str] = []
+    try:
+        guards.check_folder(out_dir)
+    except SharpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for path in plys:
         begin = time.perf_counter()
         bar = tqdm(total=args.frames, desc=path.name, unit="frame", file=sys.stderr, leave=False)
@@ -136,10 +142,10 @@ def run(args: argparse.Namespace) -> int:
             result = render.render_video(
                 rasterizer, path_.viewmats, path_.K, path_.width, path_.height, outputs, progress
             )
-        except SharpError as exc:
+        except Exception as exc:  # one bad PLY (or an unexpected fault) must not stop the others
             bar.close()
-            print(f"error: {path}: {exc}", file=sys.stderr)
-            failures += 1
+            failed.append(_render_failure(path, exc))
+            print(f"error: {failed[-1]}", file=sys.stderr)
             continue
         bar.close()
         written = ", ".join(result.outputs.values())
@@ -147,4 +153,25 @@ def run(args: argparse.Namespace) -> int:
             f"{path}: {result.frames} frames {result.width}x{result.height} ({result.backend} on {device}) "
             f"in {time.perf_counter() - begin:.1f} s -> {written}"
         )
-    return 1 if failures else 0
+    if failed and len(plys) > 1:
+        print(f"{len(failed)} of {len(plys)} failed:", file=sys.stderr)
+        for reason in failed:
+            print(f"  {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _render_failure(path: Path, exc: Exception) -> str:
+    """One PLY's failure as ``<file>: <what>``: typed errors as they are, PLY and file errors said plainly."""
+    from ..errors import SharpError
+    from ..guards import output_error, safe_name
+    from ..io import ply
+
+    if isinstance(exc, OSError):
+        text = str(output_error(exc.filename or path, exc))
+    elif isinstance(exc, SharpError | ply.PlyError):
+        text = str(exc)
+    else:
+        logger.debug("rendering %s failed", path, exc_info=exc)
+        text = f"unexpected {type(exc).__name__}: {exc}"
+    name = safe_name(path)
+    return text if name in text or str(path) in text else f"{name}: {text}"

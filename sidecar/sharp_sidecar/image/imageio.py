@@ -14,7 +14,9 @@ What differs from the reference ``load_rgb`` and why:
   reference bit for bit. No colour management: an embedded ICC profile is returned, not applied,
   and the pixels are treated as sRGB, as the model expects.
 * A FocalLength of 0 (some cameras write it when unknown) counts as missing instead of giving a
-  zero focal length.
+  zero focal length; any EXIF focal length outside a plausible range (:data:`PLAUSIBLE_35MM_MM`,
+  :data:`PLAUSIBLE_FOCAL_MM`: negative, 10^6 mm, ...) is ignored with a warning naming the tag, and the
+  next source is used.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ DEFAULT_FOCAL_35MM = 30.0
 PHONE_FOCAL_LIMIT_MM = 10.0
 PHONE_CROP_FACTOR = 8.4
 ALPHA_BACKGROUND = (255, 255, 255)
+# EXIF values outside these (mm) are junk written by software, not lenses: fisheye-to-supertele 35 mm
+# equivalents, and physical focal lengths from a phone's ~1.5 mm to the longest camera lenses.
+PLAUSIBLE_35MM_MM = (4.0, 2400.0)
+PLAUSIBLE_FOCAL_MM = (0.5, 2400.0)
 
 _EXIF_IFD = 0x8769
 _TAG_FOCAL_LENGTH = 0x920A
@@ -127,12 +133,31 @@ def _exif_tags(image: Image.Image) -> dict[int, Any]:
     return tags
 
 
+def _plausible(
+    tags: dict[int, Any], tag: int, name: str, limits: tuple[float, float], warnings: list[str]
+) -> float | None:
+    """The tag's value in mm if it is plausible; else None, with a warning when the tag held a non-zero value."""
+    raw = tags.get(tag)
+    value = _rational(raw)
+    if value is None and raw is None:
+        return None
+    if value is not None and limits[0] <= value <= limits[1]:
+        return value
+    if value == 0.0:  # some cameras write 0 for "unknown": not worth a warning of its own
+        return None
+    warnings.append(
+        f"EXIF {name} (tag 0x{tag:04X}) = {raw!r} is not a plausible focal length "
+        f"({limits[0]:g}-{limits[1]:g} mm); ignored"
+    )
+    return None
+
+
 def _focal_35mm(tags: dict[int, Any], warnings: list[str]) -> tuple[float, FocalSource]:
-    f35 = _rational(tags.get(_TAG_FOCAL_35MM))
-    if f35 is not None and f35 >= 1.0:
+    f35 = _plausible(tags, _TAG_FOCAL_35MM, "FocalLengthIn35mmFilm", PLAUSIBLE_35MM_MM, warnings)
+    if f35 is not None:
         return f35, "exif_35mm"
-    focal = _rational(tags.get(_TAG_FOCAL_LENGTH))
-    if focal is not None and focal > 0.0:
+    focal = _plausible(tags, _TAG_FOCAL_LENGTH, "FocalLength", PLAUSIBLE_FOCAL_MM, warnings)
+    if focal is not None:
         # Only the physical focal length is known; a value this short is almost surely a phone lens.
         return (focal * PHONE_CROP_FACTOR if focal < PHONE_FOCAL_LIMIT_MM else focal), "exif_focal_length"
     warnings.append(

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import guards
 from ..gaussians import disparity_quantiles, vertex_columns
 from ..image import imageio
 from ..io import ply
 from .overflow_guard import predict_guarded
 from .precision import DEFAULT
-from .results import FileResult
+from .results import FileResult, expected_gaussians
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class BatchItem:
 
 def _write(path: Path, vertex: Any, extra: list[tuple[str, Any]]) -> float:
     start = time.perf_counter()
-    ply.write_ply(path, vertex, extra)
+    with guards.writing(path):
+        ply.write_ply(path, vertex, extra)
     return time.perf_counter() - start
 
 
@@ -70,6 +72,7 @@ def predict_many(
         return loaded.model, loaded.precision or DEFAULT, None  # a bare (model, precision) holder (sharp bench)
 
     device = next(loaded.model.parameters()).device
+    size = guards.expected_ply_bytes(expected_gaussians(loaded))
     with (
         ThreadPoolExecutor(1, thread_name_prefix="sharp-decode") as decoder,
         ThreadPoolExecutor(1, thread_name_prefix="sharp-write") as writer,
@@ -92,6 +95,7 @@ def predict_many(
             if index + prefetch + 1 < len(jobs):
                 decoded.append(decoder.submit(decode, jobs[index + prefetch + 1][0]))
             try:
+                guards.prepare_output(output, [image], size)  # before the network runs
                 photo, read_s = future.result()
                 model, precision, note = current()  # the compiled path as soon as it is ready
                 with loaded.exclusive() if hasattr(loaded, "exclusive") else contextlib.nullcontext():
@@ -99,6 +103,7 @@ def predict_many(
                         model, photo.rgb, photo.f_px, precision=precision, eager_model=loaded.model
                     )
                 g = prediction.gaussians
+                guards.check_finite(g, image)
                 vertex = vertex_columns(g)  # GPU math + one copy to pinned memory, before the next photo's kernels
                 extra = (
                     []

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import guards
 from ..checkpoint import ProgressCallback, load_state_dict_file, resolve_checkpoint
 from ..errors import BadImageError, SharpError
+from ..guards import safe_name
 from ..image import imageio
-from .results import FileResult
+from .results import FileResult, expected_gaussians
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +162,10 @@ def predict_file(
             raise Cancelled(f"cancelled before the {stage} stage")
 
     start = time.perf_counter()
+    # Before anything slow: a read-only, full or wrong output must not cost a whole network run.
+    guards.prepare_output(output, [image], guards.expected_ply_bytes(expected_gaussians(loaded)))
     if progress is not None:
-        progress("read_image", 0.0, Path(image).name)
+        progress("read_image", 0.0, guards.safe_name(Path(image).name))
     model, precision, note = loaded.current()
     if note is not None and progress is not None:
         progress("switch", 0.0, note)
@@ -180,10 +184,12 @@ def predict_file(
             progress=scaled,
             cancelled=cancelled,
         )
+    guards.check_finite(prediction.gaussians, image)
     check("ply")
     if progress is not None:
-        progress("ply", 0.98, Path(output).name)
-    save_prediction(prediction, output, plain=plain)
+        progress("ply", 0.98, guards.safe_name(Path(output).name))
+    with guards.writing(output):
+        save_prediction(prediction, output, plain=plain)
     loaded.photo_done()
     timings = {"read_image": read_s, **prediction.timings}
     return FileResult(
@@ -210,15 +216,27 @@ def _scaled(progress: StageProgress, offset: float, span: float) -> StageProgres
 
 def find_images(root: Path) -> list[Path]:
     """Every supported image under ``root`` (recursively, suffixes compared case-insensitively), sorted."""
+    return find_entries(root)[0]
+
+
+def find_entries(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(images, rejected): the supported images under ``root`` as :func:`find_images`, and the entries named
+    like images that cannot be one (a broken symbolic link), each with the reason."""
     suffixes = imageio.supported_suffixes()
-    found = []
+    found: list[Path] = []
+    rejected: list[tuple[Path, str]] = []
     for path in root.rglob("*"):
         relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts):
             continue  # hidden files and folders (.git, .DS_Store, editor backups)
-        if path.is_file() and path.suffix.lower() in suffixes:
+        if path.suffix.lower() not in suffixes:
+            continue
+        if path.is_file():
             found.append(path)
-    return sorted(found)
+        elif path.is_symlink() and not path.exists():
+            rejected.append((path, "a broken symbolic link (its target does not exist)"))
+        # a folder named like a photo (x.jpg/) is searched like any folder
+    return sorted(found), sorted(rejected)
 
 
 def output_paths(inputs: list[Path], root: Path | None, out_dir: Path) -> list[Path]:
@@ -270,24 +288,26 @@ def _stage_bar(name: str) -> Iterator[StageProgress]:
         yield update
 
 
-def _pairs(args: argparse.Namespace) -> Iterator[tuple[Path, Path]] | None:
+def _pairs(args: argparse.Namespace, rejected: list[tuple[Path, str]]) -> Iterator[tuple[Path, Path]] | None:
     source = Path(args.input).expanduser()
     out_dir = Path(args.output).expanduser()
     if source.is_dir():
-        images = find_images(source)
+        images, bad = find_entries(source)
+        rejected.extend(bad)
         if not images:
-            print(f"error: no images found under {source}", file=sys.stderr)
+            print(f"error: no images found under {safe_name(source)}", file=sys.stderr)
             return None
         return zip(images, output_paths(images, source, out_dir), strict=True)
     if not source.exists():
-        print(f"error: {source} does not exist", file=sys.stderr)
+        print(f"error: {safe_name(source)} does not exist", file=sys.stderr)
         return None
     return iter([(source, out_dir / f"{source.stem}.ply")])
 
 
 def _reason(image: Path, exc: Exception) -> str:
     text = str(exc) if isinstance(exc, SharpError) else f"{type(exc).__name__}: {exc}"
-    return text if str(image) in text else f"{image}: {text}"
+    name = safe_name(image)
+    return text if name in text or str(image) in text else f"{name}: {text}"
 
 
 def _outcomes(loaded: LoadedModel, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> Iterator[Any]:
@@ -301,7 +321,7 @@ def _outcomes(loaded: LoadedModel, jobs: list[tuple[Path, Path]], args: argparse
     for image, output in jobs:
         item = BatchItem(image, output)
         try:
-            with _stage_bar(image.name) as progress:
+            with _stage_bar(safe_name(image.name)) as progress:
                 item.result = predict_file(loaded, image, output, progress=progress, **options)
         except Exception as exc:
             item.error = exc
@@ -310,10 +330,16 @@ def _outcomes(loaded: LoadedModel, jobs: list[tuple[Path, Path]], args: argparse
 
 def run(args: argparse.Namespace) -> int:
     """The ``sharp predict`` command; returns the exit code (0 all written, 1 any failed, 2 nothing to do)."""
-    pairs = _pairs(args)
+    rejected: list[tuple[Path, str]] = []
+    pairs = _pairs(args, rejected)
     if pairs is None:
         return 2
     jobs = list(pairs)
+    try:  # a folder that cannot take the PLYs is found now, not after the model has loaded and run
+        guards.check_folder(Path(args.output).expanduser())
+    except SharpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     download, close_bar = _download_bar()
     try:
         loaded = load_model(args.checkpoint, args.device, download=download, precision=args.precision)
@@ -326,11 +352,13 @@ def run(args: argparse.Namespace) -> int:
         f"model: {loaded.preset} preset from {loaded.checkpoint} on {loaded.device}, "
         f"{loaded.precision.name} ({loaded.load_s:.1f} s)"
     )
-    failed: list[tuple[Path, str]] = []
+    failed: list[tuple[Path, str]] = [(path, f"{safe_name(path)}: skipped: {why}") for path, why in rejected]
+    for _, reason in failed:
+        print(f"  {reason}", file=sys.stderr)
     started = time.perf_counter()
     for number, item in enumerate(_outcomes(loaded, jobs, args), 1):
         image, output, error, result = item.image, item.output, item.error, item.result
-        print(f"[{number}/{len(jobs)}] {image} -> {output}", flush=True)
+        print(f"[{number}/{len(jobs)}] {safe_name(image)} -> {safe_name(output)}", flush=True)
         if isinstance(error, BadImageError):
             print(f"  skipped: {error}", file=sys.stderr)
         elif isinstance(error, SharpError):
@@ -349,8 +377,10 @@ def run(args: argparse.Namespace) -> int:
             f"f = {result.f_px:.1f} px ({result.focal_source}); {sum(result.timings.values()):.2f} s ({stages})",
             flush=True,
         )
-    done, elapsed = len(jobs) - len(failed), time.perf_counter() - started
-    print(f"{done} of {len(jobs)} written in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} images/s)")
+    done, elapsed = len(jobs) + len(rejected) - len(failed), time.perf_counter() - started
+    print(
+        f"{done} of {len(jobs) + len(rejected)} written in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} images/s)"
+    )
     if failed:
         print(f"{len(failed)} failed:", file=sys.stderr)
         for _, reason in failed:

@@ -34,3 +34,10 @@ class FileResult:
             "precision": self.precision,
             "notes": self.notes,
         }
+
+
+def expected_gaussians(loaded: Any) -> int:
+    """How many Gaussians the loaded model makes per photo (two layers of (R/2)^2), for the free-space check."""
+    config = getattr(loaded.model, "config", None)
+    resolution = int(getattr(config, "resolution", 1536))
+    return 2 * (resolution // 2) ** 2

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import guards
 from ..errors import BadRequestError, Cancelled
 from ..io import protocol
 
@@ -133,7 +134,7 @@ def _string(params: dict[str, Any], name: str, required: bool = True) -> str | N
         return None
     if not isinstance(value, str):
         raise BadRequestError(f"'{name}' must be a string, got {type(value).__name__}")
-    return value
+    return guards.check_path_text(name, value)
 
 
 def _focal(params: dict[str, Any], name: str) -> float | None:
@@ -158,6 +159,7 @@ def predict_op(ctx: JobContext) -> dict[str, Any]:
     if device not in ("auto", "cuda", "mps", "cpu"):
         raise BadRequestError(f"'device' must be auto, cuda, mps or cpu, got {device!r}")
     keep_model = params.get("keep_model", True) is not False
+    guards.prepare_output(output, [image])  # before the checkpoint loads: a bad output costs nothing
     ctx.check_cancelled("checkpoint")
     ctx.progress("checkpoint", None, "finding the checkpoint")
     try:
