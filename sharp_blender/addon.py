@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs, ops, prefs, preview_ops, props, ui
+from . import jobs, ops, prefs, preview_ops, props, render_setup, ui
 
 CLASSES: tuple[type, ...] = (
     *prefs.CLASSES,
     *props.CLASSES,
     *ops.CLASSES,
+    *render_setup.CLASSES,
     *ui.CLASSES,
     *preview_ops.CLASSES,
 )

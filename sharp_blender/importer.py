@@ -115,6 +115,16 @@ def build_cloud(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> 
     return cloud
 
 
+def is_splat_object(obj: bpy.types.Object | None) -> bool:
+    """A splat object made by this add-on (a mesh or a native point cloud with the export metadata)."""
+    return obj is not None and obj.type in ("MESH", "POINTCLOUD") and PROP_KINDS in obj.data
+
+
+def splat_count(obj: bpy.types.Object) -> int:
+    data = obj.data
+    return len(data.points) if obj.type == "POINTCLOUD" else len(data.vertices)
+
+
 def default_display() -> str:
     """Native Gaussians where this Blender draws them, else the point display."""
     return native_cloud.DISPLAY_GAUSSIANS if native_cloud.supported() else native_cloud.DISPLAY_POINTS

@@ -21,7 +21,7 @@ from typing import Any
 
 import bpy
 
-from . import client, importer, prefs, protocol
+from . import client, importer, prefs, protocol, render_setup
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +220,11 @@ class PredictRun(SidecarRun):
         else:
             assert job.result is not None
             try:
+                was_empty = not context.scene.objects  # a new scene gets the splat render set-up
                 imported = importer.import_ply(context, job.result["ply"], self.placement, photo=image)
                 result.object_name = imported.splat.name
+                if was_empty:
+                    render_setup.apply(context.scene)
             except Exception as exc:  # import errors are reported per photo; the objects are cleaned up
                 logger.exception("importing %s failed", job.result.get("ply"))
                 result.error = f"{image.name}: {exc}"

@@ -107,7 +107,7 @@ def gaussian_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> lis
     def f32(name: str) -> np.ndarray:
         return columns[name].astype(np.float32, copy=False)
 
-    positions = arrays.means_cv - np.asarray(origin_cv, dtype=np.float32)
+    positions: np.ndarray = arrays.means_cv - np.asarray(origin_cv, dtype=np.float32)
     out = [
         Attribute(POSITION, "FLOAT_VECTOR", "vector", positions),
         Attribute(SCALE, "FLOAT_VECTOR", "vector", linear_scales([f32(f"scale_{i}") for i in range(3)])),

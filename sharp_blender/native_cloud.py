@@ -1,4 +1,4 @@
-# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator"
+# mypy: disable-error-code="union-attr, attr-defined, arg-type, override, misc, assignment, list-item, func-returns-value, operator, index"
 # (fake-bpy-module types every context member as Optional and every enum as a Literal; bpy glue only.)
 """Blender >= 5.3's native Gaussian splats: a ``PointCloud`` of type ``GAUSSIAN_SPLAT``, built from the
 arrays already read (``PointCloud.resize`` + ``foreach_set``), and the per-object display switch.
@@ -96,9 +96,7 @@ def _count(data: bpy.types.ID) -> int:
 def _convert(context: bpy.types.Context, obj: bpy.types.Object, target: str) -> None:
     """``object.convert`` in place (the object keeps its name, matrix, parent and custom properties)."""
     keep = dict(obj.data.items())
-    with context.temp_override(
-        active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj]
-    ):
+    with context.temp_override(active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj]):
         result = bpy.ops.object.convert(target=target, keep_original=False)
     if result != {"FINISHED"}:
         raise RuntimeError(f"could not convert {obj.name} to {target.lower()}: {result}")
@@ -160,7 +158,10 @@ def set_display(context: bpy.types.Context, obj: bpy.types.Object, mode: str) ->
             obj.data,
             [
                 Attribute(native_attributes.RADIANCE_BASE, "FLOAT4", "vector", base),
-                *(Attribute(f"{native_attributes.SH_PREFIX}{k}", "FLOAT_VECTOR", "vector", b) for k, b in enumerate(bands)),
+                *(
+                    Attribute(f"{native_attributes.SH_PREFIX}{k}", "FLOAT_VECTOR", "vector", b)
+                    for k, b in enumerate(bands)
+                ),
             ],
         )
         obj.data.materials.clear()

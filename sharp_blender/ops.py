@@ -11,7 +11,7 @@ from typing import Any
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import client, exporter, importer, jobs, placement, ply, prefs, props
+from . import client, exporter, importer, jobs, native_cloud, placement, ply, prefs, props
 
 logger = logging.getLogger(__name__)
 
@@ -169,19 +169,31 @@ class SHARP_OT_import_ply(bpy.types.Operator, ImportHelper):
     camera: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Camera", description="Create the source camera when the PLY stores its intrinsics", default=True
     )
+    display: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Display",
+        description="How the splats are drawn (Gaussians need Blender 5.3 or later; the default where available)",
+        items=(
+            ("AUTO", "Automatic", "Gaussians where this Blender draws them, else points"),
+            *native_cloud.DISPLAY_ITEMS,
+        ),
+        default="AUTO",
+    )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         names = [f.name for f in self.files if f.name]
         paths = [Path(self.directory) / n for n in names] if names and self.directory else [Path(self.filepath)]
         made = []
+        display_mode = None if self.display == "AUTO" else self.display
         for path in paths:
             try:
-                result = importer.import_ply(context, path, self.placement, make_camera=self.camera)
+                result = importer.import_ply(
+                    context, path, self.placement, make_camera=self.camera, display_mode=display_mode
+                )
             except (ply.PlyError, OSError, ValueError) as exc:
                 self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
             made.append(result.splat.name)
-            self.report({"INFO"}, f"imported {result.splat.name} ({len(result.splat.data.vertices):,} splats)")
+            self.report({"INFO"}, f"imported {result.splat.name} ({importer.splat_count(result.splat):,} splats)")
         return {"FINISHED"} if made else {"CANCELLED"}
 
 
@@ -202,7 +214,7 @@ class SHARP_OT_export_ply(bpy.types.Operator, ExportHelper):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         obj = context.active_object
-        return obj is not None and obj.type == "MESH" and importer.PROP_KINDS in obj.data  # type: ignore[operator]
+        return importer.is_splat_object(obj)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = context.active_object
@@ -213,6 +225,31 @@ class SHARP_OT_export_ply(bpy.types.Operator, ExportHelper):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"wrote {count:,} splats to {self.filepath}")
+        return {"FINISHED"}
+
+
+class SHARP_OT_set_display(bpy.types.Operator):
+    """Draw the active splat object as native Gaussians (Blender 5.3+) or as points (one sphere per splat)"""
+
+    bl_idname = "sharp.set_display"
+    bl_label = "Splat Display"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012
+
+    mode: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Display", description="How the splats are drawn", items=native_cloud.DISPLAY_ITEMS
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return importer.is_splat_object(context.active_object)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = context.active_object
+        try:
+            native_cloud.set_display(context, obj, self.mode)
+        except (ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -241,6 +278,7 @@ CLASSES: tuple[type, ...] = (
     SHARP_OT_cancel,
     SHARP_OT_import_ply,
     SHARP_OT_export_ply,
+    SHARP_OT_set_display,
     SHARP_OT_check_sidecar,
 )
 
