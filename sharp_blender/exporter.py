@@ -50,12 +50,12 @@ def export_ply(obj: bpy.types.Object, path: str | os.PathLike[str], apply_transf
         ExportError: not a splat object, or an attribute is missing.
         placement.TransformError: the transform has a non-uniform scale, shear or mirror.
     """
-    mesh = obj.data
-    if not isinstance(mesh, bpy.types.Mesh) or importer.PROP_KINDS not in mesh:
+    mesh = obj.data  # a mesh (points display) or a native point cloud: both keep the PLY's attributes
+    if mesh is None or not importer.is_splat_object(obj):
         raise ExportError(f"{obj.name} is not a SHARP splat object; import or generate one first")
     kinds: dict[str, str] = json.loads(mesh[importer.PROP_KINDS])
     origin = np.asarray(mesh.get(importer.PROP_ORIGIN, (0.0, 0.0, 0.0)), dtype=np.float64)
-    count = len(mesh.vertices)
+    count = importer.splat_count(obj)
     local = np.empty(count * 3, dtype=np.float32)
     mesh.attributes["position"].data.foreach_get("vector", local)
     local64 = local.reshape(count, 3).astype(np.float64)

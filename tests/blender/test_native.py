@@ -15,12 +15,9 @@ import bpy
 import numpy as np
 import pytest
 
-from sharp_blender import ply
+from sharp_blender import native_cloud, ply
 
-_CLOUD = getattr(bpy.types, "PointCloud", None)
-NATIVE = _CLOUD is not None and "GAUSSIAN_SPLAT" in {
-    item.identifier for item in _CLOUD.bl_rna.properties["type"].enum_items
-}
+NATIVE = native_cloud.supported()  # the add-on's own feature test (PointCloud.type offers GAUSSIAN_SPLAT)
 native_only = pytest.mark.skipif(not NATIVE, reason="this Blender has no native Gaussian splats (5.3+)")
 
 
@@ -172,3 +169,19 @@ def test_generate_applies_the_render_setup_only_to_an_empty_scene(
     scene.view_settings.view_transform = "AgX"  # the user's choice in a scene with objects stays
     assert bpy.ops.sharp.predict(filepath=str(photo)) == {"FINISHED"}
     assert scene.view_settings.view_transform == "AgX"
+
+
+@native_only
+@pytest.mark.parametrize("mode", ["GAUSSIANS", "POINTS"])
+def test_export_writes_the_imported_numbers_back_from_either_display(
+    sharp: ModuleType, clean_scene: bpy.types.Scene, tmp_path: Path, mode: str
+) -> None:
+    cols = _write(tmp_path / "round.ply", rest=9)
+    assert bpy.ops.sharp.import_ply(filepath=str(tmp_path / "round.ply"), display=mode) == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert sharp.native_cloud.display_of(obj) == mode
+    sharp.exporter.export_ply(obj, tmp_path / "out.ply", apply_transform=False)
+    back = ply.read_ply(tmp_path / "out.ply").vertex
+    assert list(back.dtype.names) == list(cols)
+    for name, values in cols.items():
+        np.testing.assert_allclose(back[name], values, atol=1e-5, err_msg=name)
