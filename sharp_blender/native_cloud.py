@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import bpy
 import numpy as np
@@ -58,10 +59,14 @@ def build_cloud(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> 
     """A ``GAUSSIAN_SPLAT`` point cloud of ``arrays.count`` splats with every attribute (no Python loop)."""
     cloud = bpy.data.pointclouds.new(name)
     try:
-        cloud.resize(arrays.count)
-        cloud.type = GAUSSIAN_SPLAT
-        set_attributes(cloud, native_attributes.gaussian_attributes(arrays, origin_cv))
-        set_attributes(cloud, native_attributes.property_attributes(arrays))
+        # The renderer's attributes are derived on a worker thread while this thread copies the PLY's
+        # own values into Blender (numpy releases the GIL, so on two cores the halves overlap).
+        with ThreadPoolExecutor(1) as pool:
+            derived = pool.submit(native_attributes.gaussian_attributes, arrays, origin_cv)
+            cloud.resize(arrays.count)
+            cloud.type = GAUSSIAN_SPLAT
+            set_attributes(cloud, native_attributes.property_attributes(arrays))
+            set_attributes(cloud, derived.result())
     except BaseException:
         bpy.data.pointclouds.remove(cloud)
         raise
