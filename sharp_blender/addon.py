@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs, ops, prefs, preview_ops, props, ui
+from . import jobs, ops, prefs, preview_ops, props, render_setup, ui
 from .runtime import ops as runtime_ops
 
 CLASSES: tuple[type, ...] = (
@@ -16,6 +16,7 @@ CLASSES: tuple[type, ...] = (
     *props.CLASSES,
     *ops.CLASSES,
     *runtime_ops.CLASSES,
+    *render_setup.CLASSES,
     *ui.CLASSES,
     *preview_ops.CLASSES,
 )

@@ -1,8 +1,10 @@
-"""3DGS PLY -> one Blender mesh object of loose points (numpy + foreach_set), its camera and display.
+"""3DGS PLY -> one Blender splat object (numpy + foreach_set), its camera and display.
 
-The mesh stores ``p_cv - origin_cv`` (OpenCV frame, metres), every PLY vertex property under its own
-name, and the derived ``Col`` / ``scale`` / ``rotation`` attributes. What export needs to write the
-file back (origin, property kinds, metadata elements) is kept in the mesh's custom properties.
+On Blender >= 5.3 the object is a native Gaussian point cloud (:mod:`.native_cloud`); before, or with
+``display_mode="POINTS"``, a mesh of loose points with the Geometry Nodes display. Either stores
+``p_cv - origin_cv`` (OpenCV frame, metres), every PLY vertex property under its own name, and the
+derived attributes of its display. What export needs to write the file back (origin, property kinds,
+metadata elements) is kept in the data's custom properties.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import camera, display, placement, splat
+from . import camera, display, native_cloud, placement, splat
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +82,55 @@ def build_mesh(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> b
         _set(mesh, ROTATION, "QUATERNION", shown.rotation, "value")
         if hasattr(mesh, "color_attributes"):
             mesh.color_attributes.active_color_name = COL
-        mesh[PROP_ORIGIN] = [float(v) for v in origin_cv]
-        mesh[PROP_KINDS] = json.dumps({prop: kind for prop, kind, _ in arrays.properties})
-        mesh[PROP_ELEMENTS] = arrays.elements_json
-        if arrays.ply_names:
-            mesh[PROP_PLY_NAMES] = json.dumps(arrays.ply_names)
+        store_metadata(mesh, arrays, origin_cv)
         mesh.update()
     except BaseException:
         bpy.data.meshes.remove(mesh)
         raise
     return mesh
+
+
+def store_metadata(data: bpy.types.ID, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> None:
+    """What export needs to write the file back, as custom properties of the mesh or point cloud."""
+    data[PROP_ORIGIN] = [float(v) for v in origin_cv]
+    data[PROP_KINDS] = json.dumps({prop: kind for prop, kind, _ in arrays.properties})
+    data[PROP_ELEMENTS] = arrays.elements_json
+    if arrays.ply_names:
+        data[PROP_PLY_NAMES] = json.dumps(arrays.ply_names)
+
+
+def stored_color_space(data: bpy.types.ID) -> int | None:
+    """The ``color_space`` element kept by :func:`store_metadata` (None when the file had none)."""
+    for name, array in splat.elements_from_json(data.get(PROP_ELEMENTS, "[]")):
+        if name == "color_space" and array.dtype.names and len(array):
+            return int(array[array.dtype.names[0]][0])
+    return None
+
+
+def build_cloud(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> bpy.types.PointCloud:
+    """A native Gaussian point cloud (Blender >= 5.3) with the same metadata as :func:`build_mesh`."""
+    cloud = native_cloud.build_cloud(name, arrays, origin_cv)
+    try:
+        store_metadata(cloud, arrays, origin_cv)
+    except BaseException:
+        bpy.data.pointclouds.remove(cloud)
+        raise
+    return cloud
+
+
+def is_splat_object(obj: bpy.types.Object | None) -> bool:
+    """A splat object made by this add-on (a mesh or a native point cloud with the export metadata)."""
+    return obj is not None and obj.type in ("MESH", "POINTCLOUD") and PROP_KINDS in obj.data
+
+
+def splat_count(obj: bpy.types.Object) -> int:
+    data = obj.data
+    return len(data.points) if obj.type == "POINTCLOUD" else len(data.vertices)
+
+
+def default_display() -> str:
+    """Native Gaussians where this Blender draws them, else the point display."""
+    return native_cloud.DISPLAY_GAUSSIANS if native_cloud.supported() else native_cloud.DISPLAY_POINTS
 
 
 def camera_world(context: bpy.types.Context, mode: str) -> np.ndarray:
@@ -108,6 +149,7 @@ def import_ply(
     photo: str | os.PathLike[str] | None = None,
     name: str | None = None,
     make_camera: bool = True,
+    display_mode: str | None = None,
 ) -> ImportResult:
     """Import one 3DGS PLY as a splat object (plus a camera when the PLY knows its intrinsics).
 
@@ -118,10 +160,16 @@ def import_ply(
         photo: the source photo, shown as the camera's background image.
         name: object name (default: the PLY's stem).
         make_camera: create the matching camera and set the scene's resolution.
+        display_mode: ``GAUSSIANS`` (a native Gaussian point cloud, Blender >= 5.3) or ``POINTS``
+            (a mesh with the Geometry Nodes point display); default: Gaussians where supported.
 
     Raises:
         ply.PlyError: the file is not a readable 3DGS PLY. Nothing is created in that case.
+        ValueError: Gaussians were asked for on a Blender that has none.
     """
+    display_mode = display_mode or default_display()
+    if display_mode == native_cloud.DISPLAY_GAUSSIANS and not native_cloud.supported():
+        raise ValueError("this Blender has no native Gaussian splats (5.3 or later); import with Display: Points")
     t0 = time.perf_counter()
     path = Path(path)
     arrays = splat.read(path)
@@ -133,11 +181,12 @@ def import_ply(
     )
     created: list[bpy.types.ID] = []
     try:
-        mesh = build_mesh(name, arrays, origin)
-        created.append(mesh)
-        mesh[PROP_SOURCE] = str(path)
-        mesh[PROP_FRAME] = [float(v) for v in poses.frame.ravel()]
-        obj = bpy.data.objects.new(name, mesh)
+        native = display_mode == native_cloud.DISPLAY_GAUSSIANS
+        data = build_cloud(name, arrays, origin) if native else build_mesh(name, arrays, origin)
+        created.append(data)
+        data[PROP_SOURCE] = str(path)
+        data[PROP_FRAME] = [float(v) for v in poses.frame.ravel()]
+        obj = bpy.data.objects.new(name, data)
         created.append(obj)
         obj.matrix_world = to_matrix(poses.splat)
         cam_obj = None
@@ -147,7 +196,8 @@ def import_ply(
             )
             created.extend([cam_obj, cam_obj.data])
             obj[PROP_CAMERA] = cam_obj.name
-        display.add_display(obj)
+        if not native:
+            display.add_display(obj)
         collection = context.collection or context.scene.collection
         collection.objects.link(obj)
         if cam_obj is not None:
@@ -186,6 +236,8 @@ def remove_ids(ids: list[bpy.types.ID]) -> None:
                 bpy.data.objects.remove(block)
             elif isinstance(block, bpy.types.Mesh):
                 bpy.data.meshes.remove(block)
+            elif native_cloud.supported() and isinstance(block, bpy.types.PointCloud):
+                bpy.data.pointclouds.remove(block)
             elif isinstance(block, bpy.types.Camera):
                 bpy.data.cameras.remove(block)
         except ReferenceError:

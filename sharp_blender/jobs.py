@@ -19,7 +19,7 @@ from typing import Any
 
 import bpy
 
-from . import client, importer, prefs, prestart
+from . import client, importer, prefs, prestart, render_setup
 from .io import protocol
 
 logger = logging.getLogger(__name__)
@@ -340,9 +340,12 @@ class PredictRun(SidecarRun):
                 ply_path = job.result.get("ply")
                 if not isinstance(ply_path, str) or not ply_path:
                     raise JobError(f"the sidecar's answer names no PLY file (got {ply_path!r})")
+                was_empty = not context.scene.objects  # a new scene gets the splat render set-up
                 imported = importer.import_ply(context, ply_path, self.placement, photo=image)
                 result.object_name = imported.splat.name
                 result.warnings = list(getattr(imported, "warnings", ()))
+                if was_empty:
+                    render_setup.apply(context.scene)
             except Exception as exc:  # import errors are reported per photo; the objects are cleaned up
                 logger.exception("importing %s failed", job.result.get("ply"))
                 result.error = f"{name}: {describe(exc)}"

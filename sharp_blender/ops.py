@@ -9,7 +9,7 @@ from typing import Any
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import exporter, importer, jobs, prefs, props
+from . import exporter, importer, jobs, native_cloud, prefs, props
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +171,26 @@ class SHARP_OT_import_ply(bpy.types.Operator, ImportHelper):
     camera: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Camera", description="Create the source camera when the PLY stores its intrinsics", default=True
     )
+    display: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Display",
+        description="How the splats are drawn (Gaussians need Blender 5.3 or later; the default where available)",
+        items=(
+            ("AUTO", "Automatic", "Gaussians where this Blender draws them, else points"),
+            *native_cloud.DISPLAY_ITEMS,
+        ),
+        default="AUTO",
+    )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         names = [f.name for f in self.files if f.name]
         paths = [Path(self.directory) / n for n in names] if names and self.directory else [Path(self.filepath)]
         made, failed = [], []
+        display_mode = None if self.display == "AUTO" else self.display
         for path in paths:  # one bad file is reported and skipped; the others still import
             try:
-                result = importer.import_ply(context, path, self.placement, make_camera=self.camera)
+                result = importer.import_ply(
+                    context, path, self.placement, make_camera=self.camera, display_mode=display_mode
+                )
             except Exception as exc:  # the operator's boundary (the importer removed what it made)
                 text = jobs.describe(exc)
                 name = jobs.display_name(path)
@@ -187,7 +199,7 @@ class SHARP_OT_import_ply(bpy.types.Operator, ImportHelper):
             made.append(result.splat.name)
             for warning in getattr(result, "warnings", ()):
                 self.report({"WARNING"}, f"{result.splat.name}: {warning}")
-            self.report({"INFO"}, f"imported {result.splat.name} ({len(result.splat.data.vertices):,} splats)")
+            self.report({"INFO"}, f"imported {result.splat.name} ({importer.splat_count(result.splat):,} splats)")
         for text in failed:
             self.report({"ERROR"} if not made else {"WARNING"}, text)
         if failed and len(paths) > 1:
@@ -233,6 +245,31 @@ class SHARP_OT_export_ply(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
+class SHARP_OT_set_display(bpy.types.Operator):
+    """Draw the active splat object as native Gaussians (Blender 5.3+) or as points (one sphere per splat)"""
+
+    bl_idname = "sharp.set_display"
+    bl_label = "Splat Display"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012
+
+    mode: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Display", description="How the splats are drawn", items=native_cloud.DISPLAY_ITEMS
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return importer.is_splat_object(context.active_object)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = context.active_object
+        try:
+            native_cloud.set_display(context, obj, self.mode, importer.stored_color_space(obj.data))
+        except (ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
 class SHARP_OT_check_sidecar(bpy.types.Operator):
     """Start the sidecar and show its version and device"""
 
@@ -259,6 +296,7 @@ CLASSES: tuple[type, ...] = (
     SHARP_OT_cancel,
     SHARP_OT_import_ply,
     SHARP_OT_export_ply,
+    SHARP_OT_set_display,
     SHARP_OT_check_sidecar,
 )
 

@@ -35,7 +35,7 @@ class PreviewError(RuntimeError):
 
 
 def is_splat(obj: bpy.types.Object | None) -> bool:
-    return obj is not None and obj.type == "MESH" and importer.PROP_KINDS in obj.data
+    return importer.is_splat_object(obj)
 
 
 def find_splat(context: bpy.types.Context) -> bpy.types.Object:
@@ -66,7 +66,7 @@ def splat_frame(obj: bpy.types.Object) -> np.ndarray:
 def splat_depths(obj: bpy.types.Object) -> np.ndarray:
     """(N,) z of every splat in the PLY's OpenCV frame (the source camera's depth), metres."""
     mesh = obj.data
-    positions = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+    positions = np.empty(importer.splat_count(obj) * 3, dtype=np.float32)
     mesh.attributes["position"].data.foreach_get("vector", positions)
     origin_z = float(mesh.get(importer.PROP_ORIGIN, (0.0, 0.0, 0.0))[2])
     return positions[2::3] + np.float32(origin_z)
@@ -207,7 +207,7 @@ def source_ply(splat_obj: bpy.types.Object, scratch: Path, from_mesh: bool = Fal
             count = vertex.shape[0] if "x" in (vertex.dtype.names or ()) else -1
         except (ply.PlyError, OSError):
             count = -1
-        if count == len(splat_obj.data.vertices):
+        if count == importer.splat_count(splat_obj):
             return Path(source)
     from . import exporter
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import bpy
 
-from . import display, importer, jobs
+from . import display, importer, jobs, native_cloud
 
 PREVIEW_DRAW_HOOKS: list[Callable[[bpy.types.UILayout, bpy.types.Context], None]] = []
 
@@ -83,23 +83,31 @@ class SHARP_PT_display(_SidebarPanel, bpy.types.Panel):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return display.modifier(context.active_object) is not None
+        return importer.is_splat_object(context.active_object)
 
     def draw(self, context: bpy.types.Context) -> None:
         obj = context.active_object
-        mod = display.modifier(obj)
-        if obj is None or mod is None:
+        if obj is None:
             return
         col = self.layout.column()
-        for name in (display.POINT_SIZE, display.OPACITY_THRESHOLD):
-            owner, path = display.input_property(mod, name)
-            col.prop(owner, path, text=name)
-        for line in display.POINTS_NOTE:
-            col.label(text=line, icon="INFO" if line == display.POINTS_NOTE[0] else "BLANK1")
-        col.label(text=f"{len(obj.data.vertices):,} splats", icon="POINTCLOUD_DATA")  # type: ignore[union-attr]
+        current = native_cloud.display_of(obj)
+        if native_cloud.supported():
+            row = col.row(align=True)
+            for mode, label, _ in native_cloud.DISPLAY_ITEMS:
+                op = row.operator("sharp.set_display", text=label, depress=mode == current)
+                op.mode = mode
+        mod = display.modifier(obj)
+        if mod is not None:
+            for name in (display.POINT_SIZE, display.OPACITY_THRESHOLD):
+                owner, path = display.input_property(mod, name)
+                col.prop(owner, path, text=name)
+            for line in display.POINTS_NOTE:
+                col.label(text=line, icon="INFO" if line == display.POINTS_NOTE[0] else "BLANK1")
+        col.label(text=f"{importer.splat_count(obj):,} splats", icon="POINTCLOUD_DATA")
         camera_name = obj.get(importer.PROP_CAMERA)
         if camera_name:
             col.label(text=f"Camera: {camera_name}", icon="CAMERA_DATA")
+        col.operator("sharp.render_setup", icon="SCENE")
 
 
 class SHARP_PT_preview(_SidebarPanel, bpy.types.Panel):

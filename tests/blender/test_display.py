@@ -54,7 +54,7 @@ def test_points_have_radius_from_scales_and_the_material(
 ) -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
     path = _splat_ply(tmp_path / "pts.ply", rgb, f=20.0, depth=3.0)
-    bpy.ops.sharp.import_ply(filepath=str(path))
+    bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS")
     obj = bpy.data.objects["pts"]
     _, radius, materials = _points(obj)
     assert len(radius) == 4 * 6
@@ -79,7 +79,7 @@ def test_opacity_threshold_hides_faint_splats(sharp: ModuleType, clean_scene: bp
     cols.update(z=np.full(n, 2.0, np.float32), opacity=opacity, rot_0=np.ones(n, np.float32))
     path = tmp_path / "faint.ply"
     ply.write_ply(path, ply.structured(cols))
-    bpy.ops.sharp.import_ply(filepath=str(path))
+    bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS")
     obj = bpy.data.objects["faint"]
     alpha = 1 / (1 + np.exp(-opacity.astype(np.float64)))
     for threshold in (0.0, 0.5, 0.9):
@@ -114,7 +114,7 @@ def test_cycles_render_through_the_camera_reproduces_the_photo(
     Image.fromarray(photo).save(photo_path)
     f = 1.1 * width
     path = _splat_ply(tmp_path / "render.ply", photo, f=f, depth=4.0)
-    assert bpy.ops.sharp.import_ply(filepath=str(path)) == {"FINISHED"}
+    assert bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS") == {"FINISHED"}
     sharp.display.set_input(bpy.data.objects["render"], sharp.display.POINT_SIZE, 1.0)
 
     scene = clean_scene

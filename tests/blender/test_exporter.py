@@ -34,7 +34,7 @@ def _sharp_ply(path: Path, n: int = 300, seed: int = 0) -> Path:
 
 
 def _import(path: Path) -> bpy.types.Object:
-    assert bpy.ops.sharp.import_ply(filepath=str(path)) == {"FINISHED"}
+    assert bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS") == {"FINISHED"}
     obj = bpy.data.objects[path.stem]
     bpy.context.view_layer.objects.active = obj
     return obj

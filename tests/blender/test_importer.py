@@ -60,7 +60,7 @@ def test_every_property_is_kept_exactly_and_display_attributes_are_derived(
     cols = _random_gaussians(500, extra=True)
     K = np.array([[50.0, 0, 30], [0, 50.0, 25], [0, 0, 1]])
     path = _write(tmp_path / "exact.ply", cols, K)
-    assert bpy.ops.sharp.import_ply(filepath=str(path)) == {"FINISHED"}
+    assert bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS") == {"FINISHED"}
     obj = bpy.data.objects["exact"]
     mesh = obj.data
     assert len(mesh.vertices) == 500
@@ -93,7 +93,7 @@ def test_every_property_is_kept_exactly_and_display_attributes_are_derived(
 
 def test_plain_ply_without_metadata_imports_without_camera(clean_scene: bpy.types.Scene, tmp_path: Path) -> None:
     path = _write(tmp_path / "plain.ply", _random_gaussians(50))
-    assert bpy.ops.sharp.import_ply(filepath=str(path)) == {"FINISHED"}
+    assert bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS") == {"FINISHED"}
     assert len(bpy.data.objects["plain"].data.vertices) == 50
     assert not bpy.data.cameras
 
@@ -116,7 +116,7 @@ def test_malformed_ply_is_a_clear_error_and_creates_nothing(
     path = tmp_path / "bad.ply"
     path.write_bytes(content)
     with pytest.raises(RuntimeError, match=message):
-        bpy.ops.sharp.import_ply(filepath=str(path))
+        bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS")
     assert not bpy.data.objects and not bpy.data.meshes and not bpy.data.cameras
 
 
@@ -158,7 +158,7 @@ def test_splat_means_land_on_their_source_pixels(
     path = _write(tmp_path / "proj.ply", cols, K, size)
     clean_scene.cursor.location = (1.5, -2.0, 0.7)
     clean_scene.cursor.rotation_euler = (0.3, -0.2, 1.1)
-    assert bpy.ops.sharp.import_ply(filepath=str(path), placement=placement) == {"FINISHED"}
+    assert bpy.ops.sharp.import_ply(filepath=str(path), placement=placement, display="POINTS") == {"FINISHED"}
     obj, cam = bpy.data.objects["proj"], bpy.data.objects["proj Camera"]
     assert clean_scene.camera == cam and cam.data.clip_start <= 0.01
     mesh_positions = _attr(obj.data, "position", 3, "vector").astype(np.float64)
@@ -185,7 +185,7 @@ def test_metric_scale_is_kept(clean_scene: bpy.types.Scene, tmp_path: Path) -> N
     cols["y"][:] = (0.0, 0.0)
     cols["z"][:] = (2.0, 2.0)
     path = _write(tmp_path / "metric.ply", cols)
-    bpy.ops.sharp.import_ply(filepath=str(path))
+    bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS")
     obj = bpy.data.objects["metric"]
     a, b = (obj.matrix_world @ v.co for v in obj.data.vertices)
     assert math.isclose((a - b).length, 1.0, rel_tol=1e-6)  # 1 Blender unit = 1 m

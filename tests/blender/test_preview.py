@@ -59,7 +59,9 @@ def test_camera_path_then_preview(
     sharp: ModuleType, clean_scene: bpy.types.Scene, cpu_sidecar: Path, tmp_path: Path
 ) -> None:
     image = pixel_ply(tmp_path / "pixels.ply")
-    assert bpy.ops.sharp.import_ply(filepath=str(tmp_path / "pixels.ply"), placement="CURSOR") == {"FINISHED"}
+    assert bpy.ops.sharp.import_ply(filepath=str(tmp_path / "pixels.ply"), placement="CURSOR", display="POINTS") == {
+        "FINISHED"
+    }
     splat = bpy.data.objects["pixels"]
     photo_cam = bpy.data.objects["pixels Camera"]
     scene = clean_scene
