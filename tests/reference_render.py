@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
-    from sharp_sidecar import render, render_scene
+    from sharp_sidecar.render import render, render_scene
 
     scene_path, cameras_path, out_path = (Path(a) for a in argv)
     cameras = np.load(cameras_path)
