@@ -69,7 +69,7 @@ def main() -> int:
     for kind in args.scenes.split(","):
         bpy.ops.wm.read_homefile(use_empty=True)
         ply_path = photo_scenes.write_scene(scratch / f"{kind}.ply", kind, photo, focal)
-        assert bpy.ops.sharp.import_ply(filepath=str(ply_path)) == {"FINISHED"}
+        assert bpy.ops.sharp.import_ply(filepath=str(ply_path), display="POINTS") == {"FINISHED"}
         splat, cam = bpy.data.objects[kind], bpy.data.objects[f"{kind} Camera"]
         scene = bpy.context.scene
         scene.camera = cam

@@ -68,4 +68,15 @@ def explain_pip_failure(step: str, returncode: int, lines: Sequence[str], offlin
             f"{where} {found} for this Python and OS while {step} (pip exit code {returncode}); see pip's last lines",
             tail,
         )
+    # No version fits both the request and a constraint (a pip configuration's cap, say): nothing to install.
+    conflicts = [line for line in lines if line.lower().startswith("error: cannot install ")]
+    if conflicts and "resolutionimpossible" in text:
+        where = "the offline wheels folder has no" if offline else "pip found no"
+        found = conflicts[-1][len("ERROR: Cannot install ") :].split(" because", 1)[0].strip()
+        return InstallError(
+            PIP,
+            f"{where} {found} for this Python and OS that pip's constraints allow while {step} "
+            f"(pip exit code {returncode}); see pip's last lines",
+            tail,
+        )
     return InstallError(PIP, f"pip failed while {step} (exit code {returncode}); pip's last lines:", tail)

@@ -20,7 +20,12 @@ EXTENSION_MODULE = "bl_ext.user_default.sharp_blender"
 
 
 def _no_new_data() -> bool:
-    return not bpy.data.objects and not bpy.data.meshes and not bpy.data.cameras
+    return not bpy.data.objects and not bpy.data.meshes and not bpy.data.cameras and not bpy.data.pointclouds
+
+
+def _splat_names() -> list[str]:
+    """The splat objects, whichever display the import chose (a mesh, or a native cloud on Blender 5.3+)."""
+    return sorted(o.name for o in bpy.data.objects if o.type in ("MESH", "POINTCLOUD"))
 
 
 @pytest.fixture
@@ -54,7 +59,7 @@ def test_background_predict_on_a_stuck_sidecar_ends_with_a_message_and_the_next_
     fake_sidecar()
     assert bpy.ops.sharp.predict(filepath=str(photo)) == {"FINISHED"}
     # "p", or "p_2" when the stuck sidecar had written p.ply before it answered under the wrong id
-    assert [o.name for o in bpy.data.objects if o.type == "MESH"] in (["p"], ["p_2"])
+    assert _splat_names() in (["p"], ["p_2"])
 
 
 def test_a_malformed_answer_is_an_error_in_the_panel_not_a_dead_client(
@@ -84,7 +89,7 @@ def test_a_folder_with_bad_entries_still_makes_the_good_photos(
     (folder / "d.jpg").mkdir()  # a folder named like a photo
     (folder / os.fsdecode(b"e\xff.png")).write_bytes(b"not a png")
     assert bpy.ops.sharp.predict(filepath=str(folder)) == {"FINISHED"}
-    assert sorted(o.name for o in bpy.data.objects if o.type == "MESH") == ["a", "c"]
+    assert _splat_names() == ["a", "c"]
     error = bpy.context.window_manager.sharp_status.error
     assert "b.jpg: skipped, a broken link" in error and "d.jpg: skipped, a folder" in error
     assert "e\\xff.png" in error  # the undecodable name shown escaped, not as a crash
@@ -106,7 +111,7 @@ def test_a_multi_selection_with_a_missing_file_makes_the_others(
     make_photo(tmp_path / "x.png")
     files = [{"name": "gone.png"}, {"name": "x.png"}]
     assert bpy.ops.sharp.predict(directory=str(tmp_path), files=files) == {"FINISHED"}
-    assert [o.name for o in bpy.data.objects if o.type == "MESH"] == ["x"]
+    assert _splat_names() == ["x"]
     assert "gone.png: skipped, not found" in bpy.context.window_manager.sharp_status.error
 
 
@@ -120,7 +125,7 @@ def test_nan_splats_are_dropped_and_the_origin_stays_finite(
     fake_sidecar("--nan")
     assert bpy.ops.sharp.predict(filepath=str(make_photo(tmp_path / "n.png"))) == {"FINISHED"}
     obj = bpy.data.objects["n"]
-    assert len(obj.data.vertices) == 16 * 12 - 1
+    assert sharp.importer.splat_count(obj) == 16 * 12 - 1
     assert np.isfinite(np.array(obj.matrix_world)).all()
     assert np.isfinite(np.array(obj.data[sharp.importer.PROP_ORIGIN])).all()
 
@@ -147,9 +152,12 @@ def test_reserved_property_names_survive_import_and_export(
         cols[name] = np.full(30, extras[name] + i, np.float32)
     source = _ply(tmp_path / "r.ply", cols)
     assert bpy.ops.sharp.import_ply(filepath=str(source)) == {"FINISHED"}
-    mesh = bpy.data.objects["r"].data
-    assert mesh.attributes["Col"].data_type == "FLOAT_COLOR"  # the display attribute stays ours
-    assert "ply:Col" in mesh.attributes and "ply:position" in mesh.attributes
+    obj = bpy.data.objects["r"]
+    data = obj.data
+    # The display's own attributes stay ours (the Points display's colour, or the native splats' radiance).
+    ours = ("Col", "FLOAT_COLOR") if obj.type == "MESH" else ("radiance:base", "FLOAT4")
+    assert data.attributes[ours[0]].data_type == ours[1]
+    assert {"ply:Col", "ply:position", "ply:radiance:base"} <= set(data.attributes.keys())
     out = tmp_path / "r_out.ply"
     assert bpy.ops.sharp.export_ply(filepath=str(out), apply_transform=False) == {"FINISHED"}
     exported = ply.read_ply(out).vertex
@@ -181,7 +189,7 @@ def test_unusable_ply_import_leaves_nothing_and_a_batch_goes_on(
     _ply(tmp_path / "good.ply", cols)
     files = [{"name": "bad.ply"}, {"name": "good.ply"}]
     assert bpy.ops.sharp.import_ply(directory=str(tmp_path), files=files) == {"FINISHED"}
-    assert [o.name for o in bpy.data.objects if o.type == "MESH"] == ["good"]
+    assert _splat_names() == ["good"]
 
 
 def test_nan_intrinsics_import_without_a_camera(clean_scene: bpy.types.Scene, tmp_path: Path) -> None:

@@ -199,9 +199,13 @@ def test_compressed_ply_imports_as_splats(sharp: ModuleType, clean_scene: bpy.ty
     path.write_bytes(encode(g, colour_bounds=True, sh_props=9))
     assert bpy.ops.sharp.import_ply(filepath=str(path)) == {"FINISHED"}
     obj = bpy.data.objects["scene.compressed"]
-    mesh = obj.data
-    assert len(mesh.vertices) == 300 and "f_rest_8" in mesh.attributes and "packed_position" not in mesh.attributes
-    world = np.array([list(obj.matrix_world @ v.co) for v in mesh.vertices])
+    data = obj.data
+    assert sharp.importer.splat_count(obj) == 300
+    assert "f_rest_8" in data.attributes and "packed_position" not in data.attributes
+    local = np.empty(300 * 3, np.float32)
+    data.attributes["position"].data.foreach_get("vector", local)
+    matrix = np.array(obj.matrix_world)
+    world = local.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
     # (x, y, z) in the file -> (x, z, -y) in Blender, within the 11/10/11-bit quantisation
     np.testing.assert_allclose(world, g["means"][:, [0, 2, 1]] * [1, 1, -1], atol=6 / 1023)
     # The preview hands the sidecar a plain PLY, not the compressed source.

@@ -46,7 +46,9 @@ def test_a_splat_shows_as_a_disc_of_point_size_times_its_scale(
 ) -> None:
     focal, depth = 40.0, 2.0
     size = sharp.display.DEFAULT_POINT_SIZE
-    bpy.ops.sharp.import_ply(filepath=str(_one_splat(tmp_path / "one.ply", focal, depth, DISC_PX / size)))
+    bpy.ops.sharp.import_ply(
+        filepath=str(_one_splat(tmp_path / "one.ply", focal, depth, DISC_PX / size)), display="POINTS"
+    )
     obj, cam = bpy.data.objects["one"], bpy.data.objects["one Camera"]
     # Scaling the splats about the camera keeps their projection but halves the world radius.
     cam_world = cam.matrix_world.copy()
@@ -80,7 +82,7 @@ def test_cycles_and_eevee_agree_with_the_rasteriser_on_a_compact_photo_scene(
 ) -> None:
     photo = photo_scenes.load_photo(reference_images["photo_exif"], 96)
     path = photo_scenes.write_scene(tmp_path / "compact.ply", "compact", photo, focal=1.1 * 96)
-    assert bpy.ops.sharp.import_ply(filepath=str(path)) == {"FINISHED"}
+    assert bpy.ops.sharp.import_ply(filepath=str(path), display="POINTS") == {"FINISHED"}
     splat, cam = bpy.data.objects["compact"], bpy.data.objects["compact Camera"]
     clean_scene.camera = cam
     reference = render_views.reference_images(sharp, sidecar_python, path, splat, cam, [cam.matrix_world], tmp_path)[0]

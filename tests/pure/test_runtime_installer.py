@@ -69,6 +69,17 @@ def _fake_python(tmp_path: Path, version: list[int]) -> Path:
         ),
         (["ERROR: No matching distribution found for torch>=2.4"], False, failures.PIP, "pip found no torch>=2.4"),
         (
+            [
+                "ERROR: Cannot install torch==2.13.0 because these package versions have conflicting dependencies.",
+                "    The user requested torch==2.13.0",
+                "    The user requested (constraint) torch<=2.14.1",
+                "ERROR: ResolutionImpossible: for help visit the pip documentation",
+            ],
+            True,
+            failures.PIP,
+            "offline wheels folder has no torch==2.13.0 for this Python and OS that pip's constraints allow",
+        ),
+        (
             ["error: subprocess-exited-with-error", "x Building wheel did not run successfully."],
             False,
             failures.PIP,
