@@ -24,7 +24,7 @@ if [ -n "${FOLDER:-}" ]; then
   python3 -c "
 import shutil, torch
 from pathlib import Path
-from sharp_sidecar.cli import bench
+from sharp_sidecar.cli import bench_reference as bench
 torch.save(bench.reference_state_dict(), '/tmp/refweights.pt')
 folder = Path('/tmp/photos'); folder.mkdir(exist_ok=True)
 photo = bench.synthetic_photo(folder / 'p0.jpg', 1536, 1024)

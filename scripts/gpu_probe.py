@@ -167,7 +167,7 @@ def probe_unproject() -> None:
 
 def probe_jpeg() -> None:
     from PIL import Image
-    from sharp_sidecar.cli import bench
+    from sharp_sidecar.cli import bench_reference as bench
     from sharp_sidecar.image import imageio
 
     try:

@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv | te
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
 python3 -c "
 import torch
-from sharp_sidecar.cli import bench
+from sharp_sidecar.cli import bench_reference as bench
 torch.save(bench.reference_state_dict(), '/tmp/refweights.pt')
 "
 if [ -z "${SKIP_STARTUP:-}" ]; then

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sharp_sidecar.cli import bench
+from sharp_sidecar.cli import bench_reference, bench_table
 from sharp_sidecar.cli import main as cli
 from sharp_sidecar.gaussians import Gaussians
 from sharp_sidecar.model import predictor_from_state_dict
@@ -33,11 +33,11 @@ def test_reference_tensor_follows_make_weights(reference_dir: Path) -> None:
         ("monodepth_model.monodepth_predictor.head.1.weight", (8, 8, 2, 2)),
     ]
     for key, shape in keys:
-        assert torch.equal(bench.reference_tensor(key, shape), make_weights.make_tensor(key, shape)), key
+        assert torch.equal(bench_reference.reference_tensor(key, shape), make_weights.make_tensor(key, shape)), key
 
 
 def test_reference_state_dict_loads_strictly() -> None:
-    state_dict = bench.reference_state_dict("tiny")
+    state_dict = bench_reference.reference_state_dict("tiny")
     model = predictor_from_state_dict(state_dict)
     assert model.config.name == "tiny"
     assert not any(k.startswith("depth_alignment.") for k in state_dict)  # never read at inference
@@ -54,14 +54,14 @@ def _gaussians(n: int, seed: int) -> Gaussians:
 
 def test_relative_errors() -> None:
     ref = _gaussians(500, 0)
-    assert all(v == 0 for v in bench.relative_errors(ref, ref).values())
+    assert all(v == 0 for v in bench_reference.relative_errors(ref, ref).values())
     moved = Gaussians(ref.means * 1.01, *ref._fields()[1:])
-    errors = bench.relative_errors(moved, ref)
+    errors = bench_reference.relative_errors(moved, ref)
     assert errors["means"] == pytest.approx(0.01, rel=1e-6)
     assert errors["covariances"] == errors["colors"] == errors["opacities"] == 0
     # Rotating the frame of an anisotropic Gaussian changes its covariance.
     flipped = Gaussians(ref.means, ref.singular_values, ref.quaternions.flip(-1), ref.colors, ref.opacities)
-    assert bench.relative_errors(flipped, ref)["covariances"] > 1e-2
+    assert bench_reference.relative_errors(flipped, ref)["covariances"] > 1e-2
 
 
 def test_bench_needs_cuda_without_smoke(capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,7 +78,7 @@ def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert report["preset"] == "tiny" and report["runs"] == 1
     assert list(report["paths"]) == ["fp32", "bf16-eager"]  # bf16 without compile off CUDA
     for name, entry in report["paths"].items():
-        for stage in bench.PHOTO_STAGES:
+        for stage in bench_table.PHOTO_STAGES:
             assert entry[f"stage_{stage}_s"] > 0, (name, stage)
         assert entry["photo_to_ply_s"] >= entry["photo_to_gaussians_s"] > 0
         assert entry["forward_s"] > 0 and entry["load_s"] > 0 and entry["batch_images_per_s"] > 0
@@ -91,6 +91,6 @@ def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_format_table_marks_missing_values() -> None:
     entry = {"load_s": 1.0, "prepare_s": 0.0, "first_call_s": 2.0, "peak_gib": 1.5, "weights_gib": 1.0}
-    table = bench.format_table({"runs": 5, "paths": {"fp32": {**entry, "forward_s": 0.5}}})
+    table = bench_table.format_table({"runs": 5, "paths": {"fp32": {**entry, "forward_s": 0.5}}})
     assert "500.0" in table and "1000.0" in table and "1.50" in table
     assert table.splitlines()[0].startswith("(ms, median of 5)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sharp_sidecar.cli.bench import reference_state_dict, relative_errors
+from sharp_sidecar.cli.bench_reference import reference_state_dict, relative_errors
 from sharp_sidecar.inference import fastpath
 from sharp_sidecar.inference.pipeline import predict
 from sharp_sidecar.inference.precision import DEFAULT, get_precision, resolve_precision

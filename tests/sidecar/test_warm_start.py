@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sharp_sidecar.cli.bench import reference_state_dict
+from sharp_sidecar.cli.bench_reference import reference_state_dict
 from sharp_sidecar.inference import compile_store, fastpath, predict
 from sharp_sidecar.inference.compile_store import CompileStore, compile_key
 from sharp_sidecar.inference.overflow_guard import predict_guarded, weights_as

@@ -19,12 +19,10 @@ import argparse
 import gc
 import json
 import logging
-import math
 import statistics
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,60 +32,18 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_state_dict_file
-from ..gaussians import Gaussians, covariances, disparity_quantiles, vertex_columns
+from ..gaussians import Gaussians, disparity_quantiles, vertex_columns
 from ..image import imageio
 from ..inference import fastpath
 from ..inference.pipeline import predict, preprocess, resolve_device, save_prediction
 from ..inference.precision import Precision, get_precision, inference_mode
 from ..io import ply
-from ..model import create_predictor
-from ..model.checkpoint import is_tolerated
+from .bench_reference import reference_state_dict, relative_errors, synthetic_photo
+from .bench_table import PHOTO_STAGES, format_table
 
 logger = logging.getLogger(__name__)
 
-PHOTO_STAGES = ("decode", "resize", "encoder", "decoders", "composer", "unprojection", "ply")
 GIB = 1024**3
-
-
-def reference_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """One tensor of the reference test weights (the rule of ../shared/reference/make_weights.py)."""
-    generator = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
-    n = torch.randn(shape, generator=generator, dtype=torch.float32)
-    if key.endswith(("cls_token", "pos_embed")):
-        return n * 0.02
-    if key.endswith(".gamma"):
-        return (1.0 + 0.1 * n) * 0.1
-    if key.endswith(".bias"):
-        return n * 0.02
-    if len(shape) == 1 and key.endswith(".weight"):
-        return 1.0 + 0.1 * n
-    if len(shape) >= 2:
-        return n * (1.0 / math.sqrt(math.prod(shape) // shape[0]))
-    return n
-
-
-def reference_state_dict(preset: str = "default") -> dict[str, torch.Tensor]:
-    """The reference weights for a preset, without the tensors inference never reads (heads, alignment)."""
-    with torch.device("meta"):
-        model = create_predictor(preset, device="meta")
-    return {
-        key: reference_tensor(key, tuple(t.shape)) for key, t in model.state_dict().items() if not is_tolerated(key)
-    }
-
-
-def synthetic_photo(path: Path, width: int, height: int) -> Path:
-    """A JPEG with smooth gradients, discs and fine noise (some texture for the render comparison)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    rgb = np.stack([x / width, y / height, 0.5 + 0.5 * np.sin(x / 37.0) * np.cos(y / 23.0)], -1)
-    for _ in range(12):
-        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.03, 0.2) * width
-        rgb[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 1, 3)
-    rgb += rng.normal(0, 0.03, rgb.shape).astype(np.float32)
-    Image.fromarray((rgb.clip(0, 1) * 255).astype(np.uint8)).save(path, quality=92)
-    return path
 
 
 class Timer:
@@ -328,23 +284,6 @@ def run_path(
     return result
 
 
-def relative_errors(fast: Gaussians, ref: Gaussians) -> dict[str, float]:
-    """‖fast − ref‖ / ‖ref‖ per attribute (covariances in float64 from scales and rotations)."""
-
-    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-        a, b = a.double(), b.double()
-        return float((a - b).norm() / b.norm().clamp(min=1e-300))
-
-    cov_fast = covariances(Gaussians(*(t.double() for t in fast._fields())))
-    cov_ref = covariances(Gaussians(*(t.double() for t in ref._fields())))
-    return {
-        "means": rel(fast.means, ref.means),
-        "covariances": rel(cov_fast, cov_ref),
-        "colors": rel(fast.colors, ref.colors),
-        "opacities": rel(fast.opacities, ref.opacities),
-    }
-
-
 def render_psnr(
     fast: PathResult, ref: PathResult, device: torch.device, backend: str, frames: int | None
 ) -> dict[str, Any]:
@@ -373,53 +312,6 @@ def render_psnr(
         "psnr_per_frame_db": [round(float(v), 2) for v in psnr],
         "seconds": time.perf_counter() - start,
     }
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f}"
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """A fixed-width table: one row per measure, one column per precision (times in ms, medians)."""
-    paths = report["paths"]
-    names = list(paths)
-    rows: list[tuple[str, list[str]]] = []
-    for stage in PHOTO_STAGES:
-        rows.append((f"  {stage}", [_ms(paths[n].get(f"stage_{stage}_s")) for n in names]))
-    rows.append(("  decoder", [paths[n].get("decoder", "-") for n in names]))
-    for part in ("columns", "quantiles", "write", "write_replacing"):
-        rows.append((f"    ply: {part}", [_ms(paths[n].get(f"stage_ply_{part}_s")) for n in names]))
-    rows += [
-        ("forward (events)", [_ms(paths[n].get("forward_s")) for n in names]),
-        ("photo -> Gaussians", [_ms(paths[n].get("photo_to_gaussians_s")) for n in names]),
-        ("photo -> PLY", [_ms(paths[n].get("photo_to_ply_s")) for n in names]),
-        ("checkpoint -> device", [_ms(paths[n]["load_s"]) for n in names]),
-        ("compile + warm-up", [_ms(paths[n]["prepare_s"]) for n in names]),
-        ("first photo", [_ms(paths[n]["first_call_s"]) for n in names]),
-        ("folder, images/s", [f"{paths[n].get('batch_images_per_s', 0):.2f}" for n in names]),
-        ("peak memory GiB", [f"{paths[n]['peak_gib']:.2f}" for n in names]),
-        ("weights GiB", [f"{paths[n]['weights_gib']:.2f}" for n in names]),
-    ]
-    for key in ("means", "covariances", "colors", "opacities"):
-        rows.append(
-            (f"rel L2 {key}", [f"{paths[n]['errors'][key]:.1e}" if "errors" in paths[n] else "-" for n in names])
-        )
-    rows.append(
-        (
-            "render PSNR min/mean",
-            [
-                f"{paths[n]['render']['psnr_min_db']:.1f}/{paths[n]['render']['psnr_mean_db']:.1f}"
-                if "render" in paths[n]
-                else "-"
-                for n in names
-            ],
-        )
-    )
-    width = max(len(r[0]) for r in rows) + 2
-    col = max(12, *(len(n) + 2 for n in names))
-    lines = [f"{'(ms, median of ' + str(report['runs']) + ')':<{width}}" + "".join(f"{n:>{col}}" for n in names)]
-    lines += [f"{label:<{width}}" + "".join(f"{v:>{col}}" for v in values) for label, values in rows]
-    return "\n".join(lines)
 
 
 def _checkpoint(args: argparse.Namespace, workdir: Path, preset: str) -> tuple[Path, float]:

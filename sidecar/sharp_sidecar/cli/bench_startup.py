@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"cases": {}, "max_wait_s": args.max_wait}
     with tempfile.TemporaryDirectory(prefix="sharp-startup-") as tmp:
         workdir = Path(tmp)
-        from .bench import reference_state_dict, synthetic_photo
+        from .bench_reference import reference_state_dict, synthetic_photo
 
         checkpoint = Path(args.checkpoint).expanduser() if args.checkpoint else None
         if checkpoint is None:
