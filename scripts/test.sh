@@ -7,7 +7,7 @@
 #   SHARP_TEST_VENV53   bpy 5.3.0 environment: Python 3.13, no torch (default: .venv-test-bpy53)
 #   PYTHON, PYTHON313   the interpreters to build them from (default: python3.11; pyenv's 3.13, or python3.13)
 #   SHARP_TEST_BPY53    0 skips everything about the bpy 5.3 environment (local runs only; CI runs it)
-#   SHARP_TEST_BPY53_ARGS  pytest arguments of the bpy 5.3 run (default: tests/blender)
+#   SHARP_TEST_BPY53_ARGS  pytest arguments of the bpy 5.3 run (default: tests/blender, less three tests left to the 3.11 run)
 #   SHARP_SHARED        the shared folder with spec/ and reference/ (default: ../shared)
 #   SHARP_TEST_CACHE    where the 2.8 GB generated reference weights are cached (default: ~/.cache/sharp_blender-tests)
 set -euo pipefail
@@ -91,6 +91,15 @@ echo "== pytest (bpy 5.0.1, Python 3.11)"
 python -m pytest "$@"
 if [ "$BPY53" != 0 ]; then
     echo "== pytest (bpy 5.3.0, Python 3.13; the sidecar runs under $VENV/bin/python)"
-    # shellcheck disable=SC2086  # word splitting of the extra arguments is wanted
-    SHARP_SIDECAR_PYTHON="$VENV/bin/python" "$VENV53/bin/python" -m pytest ${SHARP_TEST_BPY53_ARGS:-tests/blender}
+    # Left to the 3.11 run (they test nothing that depends on the Blender version, and cost minutes):
+    # the real sidecar's full-size forward (its import path is the fake sidecar's here), the runtime
+    # install with real pip (the CPU torch wheel on CI's disk is built for Python 3.11 only; under 3.13
+    # pip would download a CUDA build of several GB), and the Points display's EEVEE-vs-Cycles check,
+    # which the issue asks of Blender before 5.3.
+    BPY53_ARGS=(tests/blender
+        --deselect tests/blender/test_ops.py::test_predict_with_the_real_sidecar_on_cpu
+        --deselect tests/blender/test_runtime.py::test_install_then_predict_through_the_runtime_then_remove
+        --deselect tests/blender/test_points_fidelity.py::test_cycles_and_eevee_agree_with_the_rasteriser_on_a_compact_photo_scene)
+    if [ -n "${SHARP_TEST_BPY53_ARGS:-}" ]; then read -r -a BPY53_ARGS <<<"$SHARP_TEST_BPY53_ARGS"; fi
+    SHARP_SIDECAR_PYTHON="$VENV/bin/python" "$VENV53/bin/python" -m pytest "${BPY53_ARGS[@]}"
 fi
