@@ -1,17 +1,22 @@
 """One-click render settings that make Blender's pictures of splats match SHARP's own renderer.
 
 Measured with bpy 5.3.0 against the sidecar's rasteriser on soft and compact scenes made from a photo
-(tests/blender/test_native_fidelity.py; the figures are in the module's :data:`MEASURED`):
+(tests/blender/test_native_fidelity.py, 120x80 px; PSNR against the rasteriser's image):
 
 * **Standard** view transform, no look, exposure 0, gamma 1: the PLY's colours are sRGB and the
   renderer blends in linear light, so Standard gives back the photo's colours. AgX costs ~6 dB.
 * **Cycles** treats each splat's opacity stochastically, so soft, layered splats need many samples
   and enough transparent bounces to see through every layer; a near-zero pixel filter samples the
-  pixel centre, as a rasteriser does. OpenImageDenoise on 128 samples scored as well as 512 samples
-  without it (soft 38.9 vs 39.1 dB; compact 35.2 dB vs 34.5 dB at 256), at a quarter of the time.
-* **EEVEE** blends splats by stochastic (dithered) transparency. Its default 1.5 px film filter
-  scores far better than a zero-width one (soft scene, 64 samples: 35.3 vs 29.9 dB), which leaves
-  the dithering's grain in the picture; 64 samples (16: 31.5, 256: 30.2 dB with the zero filter).
+  pixel centre, as a rasteriser does. Opaque splats converge slowly where overlapping neighbours of
+  different colours meet (each sample picks one of them): compact scene, 5° orbit, OpenImageDenoise
+  on 128 samples 38.9 dB, on 512 samples 40.2 dB (1024 without denoising 40.2 dB; adaptive sampling,
+  1024 at threshold 0.005, 39.8 dB), so 512 samples, denoised.
+* **EEVEE** blends splats by stochastic (dithered) transparency, so it needs many samples, and its
+  film filter blurs splats of a pixel or less: source view, 64 samples, compact scene 34.3 dB with
+  the 1.5 px default filter, 36.2 at 1.0 px, 39.0 at 0.5, 39.6 at 0.25, 38.7 at 0.01 (grain); the
+  soft scene needs the samples that a narrow filter no longer averages (0.25 px: 33.1 dB at 64
+  samples, 36.2 at 256; 1.5 px, 64: 34.8). At 256 samples, all three views: 0.5 px gives compact
+  39.8-41.8 and soft 35.6-36.4 dB (0.25 px: 39.5-41.8, 35.5-36.2). Hence 256 samples, 0.5 px.
 * No dither: dithering adds noise on the 8-bit output.
 
 The engine itself is left as the user chose; both engines' settings are set.
@@ -26,12 +31,12 @@ import bpy
 
 @dataclass(frozen=True)
 class SplatRenderSettings:
-    cycles_samples: int = 128
+    cycles_samples: int = 512
     cycles_denoise: bool = True
     cycles_filter_width: float = 0.01  # px; Blender's minimum
     cycles_transparent_bounces: int = 256
-    eevee_samples: int = 64
-    eevee_filter_size: float = 1.5  # px
+    eevee_samples: int = 256
+    eevee_filter_size: float = 0.5  # px
     view_transform: str = "Standard"
 
 

@@ -1,7 +1,11 @@
 """Soft, layered Gaussian test scenes made from a real photo, written as SHARP-layout PLYs (numpy only).
 
-* ``compact``: small, nearly opaque, flat splats facing the camera on a regular grid (one per 3x3 pixels
-  of the render, σ 1.35-2.25 px), on a smooth depth surface 2-4 m away.
+* ``compact``: small, nearly opaque, flat splats on a regular grid, one per pixel of the render as
+  SHARP makes one per cell of its grid (σ 0.45-0.75 px, 0.15 of that thick), facing the camera within
+  5° as SHARP's do (its rotations are small deltas from the identity), on a smooth depth surface
+  2-4 m away. Cycles orders splats by where each ray meets them, the rasteriser by centre depth; with
+  tilts of up to 35° the two orders disagree wherever tilted neighbours overlap (the same scene at one
+  splat per 3 px: 35.4 dB converged, 44 dB with the splats facing the camera).
 * ``soft``: SHARP-like output: a back layer of larger, translucent, flattened ("pancake") splats at
   3-4.5 m, and a sparse front layer of fainter ones at 1.8-2.6 m, both coloured from the photo.
 
@@ -82,7 +86,9 @@ def _unproject(u_px: np.ndarray, v_px: np.ndarray, z: np.ndarray, cam: SceneCame
     return np.stack([(u_px - cam.width / 2) * z / cam.focal, (v_px - cam.height / 2) * z / cam.focal, z], axis=1)
 
 
-def compact_scene(photo: Path, cam: SceneCamera, seed: int = 0, spacing: int = 3) -> dict[str, np.ndarray]:
+def compact_scene(
+    photo: Path, cam: SceneCamera, seed: int = 0, spacing: int = 1, max_tilt_deg: float = 5.0
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     gw, gh = cam.width // spacing, cam.height // spacing
     colours = _photo(photo, gw, gh).reshape(-1, 3)
@@ -90,10 +96,10 @@ def compact_scene(photo: Path, cam: SceneCamera, seed: int = 0, spacing: int = 3
     u_px, v_px = (spacing * u + spacing / 2).ravel(), (spacing * v + spacing / 2).ravel()
     z = _smooth_depth(u_px / cam.width, v_px / cam.height, 2.0, 4.0)
     n = len(z)
-    sigma_px = rng.uniform(0.45, 0.6, (n, 1)) * spacing * np.array([1.0, 1.25, 0.3])[None, :]
+    sigma_px = rng.uniform(0.45, 0.6, (n, 1)) * spacing * np.array([1.0, 1.25, 0.15])[None, :]
     sigma = sigma_px * (z / cam.focal)[:, None]
     alpha = rng.uniform(0.93, 0.99, n)
-    return _columns(_unproject(u_px, v_px, z, cam), colours, alpha, sigma, _facing_quats(rng, n))
+    return _columns(_unproject(u_px, v_px, z, cam), colours, alpha, sigma, _facing_quats(rng, n, max_tilt_deg))
 
 
 def soft_scene(photo: Path, cam: SceneCamera, seed: int = 1) -> dict[str, np.ndarray]:
