@@ -333,8 +333,20 @@ def _unproject_tensors(
     return means * a, scales.reshape(*batch_shape, 3), quats.reshape(*batch_shape, 4)
 
 
-@functools.cache
+_PRECOMPILED_UNPROJECT: list[Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+
+
+def set_compiled_unproject(function: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None) -> None:
+    """Use ``function`` (inference.precompiled's saved one) for the "compiled" unprojection; None: torch.compile."""
+    _PRECOMPILED_UNPROJECT[:] = [] if function is None else [function]
+
+
 def _compiled_unproject() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    return _PRECOMPILED_UNPROJECT[0] if _PRECOMPILED_UNPROJECT else _torch_compiled_unproject()
+
+
+@functools.cache
+def _torch_compiled_unproject() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     return torch.compile(_unproject_tensors, dynamic=False)  # type: ignore[return-value]
 
 

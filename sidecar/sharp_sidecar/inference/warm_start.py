@@ -30,6 +30,7 @@ import copy
 import functools
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ import torch.fx._symbolic_trace as fx_trace
 from torch import nn
 
 from ..image import gpu_jpeg
-from . import compile_store, fastpath
+from . import compile_store, fastpath, precompiled
 from .precision import Precision, apply_flags, eager_twin
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ Progress = Callable[[str, "float | None", str], None]
 
 
 TRACE_LOCK = threading.RLock()
+PRECOMPILE_ENV = "SHARP_PRECOMPILE"  # 0: torch.compile with its caches only (traced again by every process)
 
 
 def guard_fx_tracing() -> None:
@@ -117,6 +119,14 @@ class PathSwitch:
         self.eager_precision = eager_twin(precision)
         self.store = store if store is not None else compile_store.CompileStore(fastpath.cache_dir() / "store")
         self.builder = builder or build_compiled
+        # Saved whole (inference.precompiled) where torch can, so a later start loads instead of tracing.
+        self.precompile = (
+            builder is None
+            and not precision.cuda_graphs
+            and precompiled.supported()
+            and os.environ.get(PRECOMPILE_ENV) != "0"
+        )
+        self.report: dict[str, Any] = {}
         config = getattr(model, "config", None)
         self.device = device if device is not None else next(model.parameters()).device
         self.key = compile_key_for(precision, config, self.device)
@@ -171,9 +181,14 @@ class PathSwitch:
         try:
             if self.compiled_precision.gpu_jpeg and self.device.type == "cuda":
                 gpu_jpeg.warm_up(self.device)
-            if entry is not None:
-                self.loaded_artifacts = compile_store.load_artifacts(self.store, self.key, entry)
-            twin = self.builder(self.eager_model, self.compiled_precision)
+            if self.precompile:
+                twin, self.report = precompiled.build_precompiled(
+                    share_weights_copy(self.eager_model), self.compiled_precision, self.store, self.key
+                )
+            else:
+                if entry is not None:
+                    self.loaded_artifacts = compile_store.load_artifacts(self.store, self.key, entry)
+                twin = self.builder(self.eager_model, self.compiled_precision)
         except BaseException as exc:  # Inductor needs Triton and a C compiler; the eager path goes on regardless
             message = f"{type(exc).__name__}: {exc}"
             logger.warning("background compile failed (%s); photos stay on the eager path", message)
@@ -182,7 +197,10 @@ class PathSwitch:
             self._fail(message)
             return
         seconds = time.perf_counter() - start
-        compile_store.save_artifacts(self.store, self.key, seconds)
+        if self.precompile:  # the units are stored one by one; this entry keeps the time, for progress
+            self.store.write(self.key, b"", seconds)
+        else:
+            compile_store.save_artifacts(self.store, self.key, seconds)
         with self._lock:
             self._compiled, self.seconds, self.state = twin, seconds, "ready"
         logger.info("compiled %s path ready after %.1f s", self.compiled_precision.name, seconds)
@@ -231,6 +249,7 @@ class PathSwitch:
             "elapsed": elapsed,
             "expected": self.expected_s,
             "error": self.error,
+            "units": self.report,
         }
 
 
