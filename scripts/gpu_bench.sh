@@ -7,7 +7,7 @@ OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=12
 # The sidecar is installed, not put on PYTHONPATH: its setup.py maps the shared sharp_blender/io/ in as sharp_sidecar.io.
-python3 -m pip install -q --no-deps --no-build-isolation --no-index --target /tmp/sidecar-site ./sidecar || exit 1
+python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-index --target /tmp/sidecar-site ./sidecar || exit 1
 export PYTHONPATH=/tmp/sidecar-site
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

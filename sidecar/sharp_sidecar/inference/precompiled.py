@@ -48,20 +48,23 @@ UNPROJECT = "unproject"
 
 def supported() -> bool:
     """Whether this torch can save and load precompiled functions (torch >= 2.10)."""
+    # Not torch._dynamo: importing it costs seconds, and this runs on the way to the first photo.
     return hasattr(torch.compiler, "load_compiled_function")
 
 
-def unit_groups(model: nn.Module) -> dict[str, list[nn.Module]]:
-    """The compiled units by function: modules in one group share one compiled function (same class, shapes)."""
-    predictor = model.monodepth_model.monodepth_predictor  # type: ignore[union-attr]
+def unit_groups(model: Any) -> dict[str, list[nn.Module]]:
+    """The compiled units by function: modules in one group share one compiled function (same class, shapes).
+
+    ``model`` is a model.RGBGaussianPredictor (or a copy of one)."""
+    predictor = model.monodepth_model.monodepth_predictor
     encoder = predictor.encoder
     return {
         "patch_block": list(encoder.patch_encoder.blocks),
         "image_block": list(encoder.image_encoder.blocks),
         "decoder": [predictor.decoder],
         "head": [predictor.head],
-        "feature_model": [model.feature_model],  # type: ignore[list-item]
-        "prediction_head": [model.prediction_head],  # type: ignore[list-item]
+        "feature_model": [model.feature_model],
+        "prediction_head": [model.prediction_head],
     }
 
 
@@ -69,7 +72,8 @@ def unit_groups(model: nn.Module) -> dict[str, list[nn.Module]]:
 def code_hash() -> str:
     """A hash of the source the graphs come from: the model package, the fast path's rewrites, the unprojection."""
     here = Path(__file__).resolve().parent
-    files = [*sorted((here.parent / "model").glob("*.py")), here / "fastpath.py", here.parent / "gaussians.py"]
+    files = [*sorted((here.parent / "model").glob("*.py")), here / "fastpath.py", here / "precompiled.py"]
+    files += [here.parent / "gaussians.py", here.parent / "eigen3.py"]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -132,7 +136,10 @@ def unit_key(base: dict[str, str], name: str, args: Sequence[Any]) -> dict[str, 
 def precompile(function: Callable[..., Any], args: tuple[Any, ...], precision: Precision) -> bytes:
     """Trace and compile ``function`` on ``args`` (under the photos' own grad and precision modes); its bytes."""
     device = next(t for t in pytree.tree_leaves(list(args)) if isinstance(t, torch.Tensor)).device
-    compiled = torch.compile(function, fullgraph=True, dynamic=False)
+    # torch 2.10-2.11 offer .aot_compile only behind this flag (on by default from 2.12).
+    flag: dict[str, Any] = {"enable_aot_compile": True} if hasattr(torch._dynamo.config, "enable_aot_compile") else {}
+    with torch._dynamo.config.patch(flag):
+        compiled = torch.compile(function, fullgraph=True, dynamic=False)
     with inference_mode(precision, device):
         result = compiled.aot_compile((args, {}))  # type: ignore[attr-defined]
     return bytes(type(result).serialize(result).serialized_data)
