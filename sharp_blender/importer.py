@@ -93,7 +93,7 @@ def build_mesh(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> b
 def store_metadata(data: bpy.types.ID, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> None:
     """What export needs to write the file back, as custom properties of the mesh or point cloud."""
     data[PROP_ORIGIN] = [float(v) for v in origin_cv]
-    data[PROP_KINDS] = json.dumps({prop: kind for prop, kind, _ in arrays.properties})
+    data[PROP_KINDS] = json.dumps({arrays.attribute_name(name): kind for name, kind in arrays.kinds.items()})
     data[PROP_ELEMENTS] = arrays.elements_json
     if arrays.ply_names:
         data[PROP_PLY_NAMES] = json.dumps(arrays.ply_names)

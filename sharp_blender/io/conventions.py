@@ -67,13 +67,20 @@ def rgb_to_sh_dc(rgb: A) -> A:
     return (x - 0.5) / SH_C0  # type: ignore[no-any-return]
 
 
-def sigmoid(v: A) -> A:
+def sigmoid(v: A, out: Any = None) -> A:
+    """1 / (1 + e^-v). With ``out`` (a numpy array of v's shape) it is computed there, with no temporaries."""
     x: Any = v
     if type(x).__module__.startswith("torch"):
         return x.sigmoid()  # type: ignore[no-any-return]
     import numpy as np
 
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # type: ignore[no-any-return]
+    if out is None:
+        return 0.5 * (1.0 + np.tanh(0.5 * x))  # type: ignore[no-any-return]
+    np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
+    return out  # type: ignore[no-any-return]
 
 
 def logit(v: A) -> A:
