@@ -217,11 +217,11 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
 
     if table is not None:
         # Each block of rows is transposed once into a cached scratch block (contiguous rows for the maths),
-        # and the kept properties are copied from there into their (N,) arrays.
+        # and the kept properties are copied from there into their own (N,) arrays (one allocation each,
+        # so that each can be freed as soon as Blender has its copy).
         index = {name: i for i, name in enumerate(names)}
-        props = np.empty((len(kept), count), dtype=np.float32)
-        kept_values = dict(zip(kept, props, strict=True))
-        kept_runs = _runs([index[name] for name in kept])
+        kept_values = {name: np.empty(count, dtype=np.float32) for name in kept}
+        kept_index = [(kept_values[name], index[name]) for name in kept]
 
         def work(part: list[slice]) -> None:
             cache = np.empty((len(names), step), dtype=np.float32)
@@ -229,8 +229,8 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
             for rows in part:
                 block = cache[:, : rows.stop - rows.start]
                 np.copyto(block, table[rows].T)
-                for first, stop, at in kept_runs:
-                    props[at : at + stop - first, rows] = block[first:stop]
+                for values, column in kept_index:
+                    values[rows] = block[column]
                 _derive_block({n: block[index[n]] for n in sources}, out, rows, origin, linear, scratch)
 
     else:
@@ -271,14 +271,3 @@ def _share(work: Callable[[list[slice]], None], blocks: list[slice]) -> None:
     with ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(work, blocks[i : i + size]) for i in range(0, len(blocks), size)]:
             future.result()
-
-
-def _runs(indices: list[int]) -> list[tuple[int, int, int]]:
-    """Column indices -> (first, stop, position in ``indices``) of each run of consecutive ones."""
-    runs: list[tuple[int, int, int]] = []
-    for at, column in enumerate(indices):
-        if runs and runs[-1][1] == column and runs[-1][2] + (runs[-1][1] - runs[-1][0]) == at:
-            runs[-1] = (runs[-1][0], column + 1, runs[-1][2])
-        else:
-            runs.append((column, column + 1, at))
-    return runs

@@ -59,7 +59,11 @@ def build_cloud(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> 
     try:
         cloud.resize(arrays.count)
         cloud.type = GAUSSIAN_SPLAT
-        set_attributes(cloud, attributes)
+        attributes.reverse()
+        while attributes:
+            # Each array is freed as soon as Blender has its copy, so the allocator can hand that memory,
+            # already paged in, to the next attribute: fresh pages cost more than the copy itself.
+            set_attributes(cloud, [attributes.pop()])
     except BaseException:
         bpy.data.pointclouds.remove(cloud)
         raise
