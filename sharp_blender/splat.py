@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -116,14 +117,16 @@ class SplatArrays:
     warnings: list[str] = field(default_factory=list)  # for the import report
     table: np.ndarray | None = None  # (N, P) float32 rows in file order, when every property is float32
     _columns: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
         """PLY name -> contiguous (N,) array in the attribute dtype (:data:`ATTRIBUTE_TYPES`)."""
-        if self._columns is None:
-            assert self.table is not None
-            self._columns = _table_columns(self.table, list(self.kinds))
-        return self._columns
+        with self._lock:  # made once, also when two threads ask at the same time
+            if self._columns is None:
+                assert self.table is not None
+                self._columns = _table_columns(self.table, list(self.kinds))
+            return self._columns
 
     def attribute_name(self, name: str) -> str:
         """The Blender attribute name of PLY property ``name`` (itself, or its safe form)."""
