@@ -29,10 +29,8 @@ rows at a time, so that each row is read from memory once and the maths runs on 
 from __future__ import annotations
 
 import logging
-import os
 import re
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,8 +197,6 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
     """Every attribute of the native point cloud of :func:`splat.read`'s arrays, in one pass (no Python loop
     over splats): ``position``, the PLY properties not :func:`held_natively` (own name and type), ``scale``,
     ``rotation``, ``radiance:base`` and ``radiance:sh_k``. Positions are ``p_cv - origin_cv``.
-
-    The blocks of rows are shared among a few threads (numpy releases the GIL in its loops).
     """
     names = list(arrays.kinds)
     count = arrays.count
@@ -213,8 +209,7 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
     linear = arrays.color_space == ply.COLOR_SPACE_LINEAR
     table = arrays.table
     step = max(1024, _BLOCK_BYTES // (4 * len(names)))
-    blocks = [slice(start, min(count, start + step)) for start in range(0, count, step)]
-
+    scratch = (np.empty(step, dtype=np.float32), np.empty(step, dtype=np.float32))
     if table is not None:
         # Each block of rows is transposed once into a cached scratch block (contiguous rows for the maths),
         # and the kept properties are copied from there into their own (N,) arrays (one allocation each,
@@ -222,28 +217,21 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
         index = {name: i for i, name in enumerate(names)}
         kept_values = {name: np.empty(count, dtype=np.float32) for name in kept}
         kept_index = [(kept_values[name], index[name]) for name in kept]
-
-        def work(part: list[slice]) -> None:
-            cache = np.empty((len(names), step), dtype=np.float32)
-            scratch = (np.empty(step, dtype=np.float32), np.empty(step, dtype=np.float32))
-            for rows in part:
-                block = cache[:, : rows.stop - rows.start]
-                np.copyto(block, table[rows].T)
-                for values, column in kept_index:
-                    values[rows] = block[column]
-                _derive_block({n: block[index[n]] for n in sources}, out, rows, origin, linear, scratch)
-
+        cache = np.empty((len(names), step), dtype=np.float32)
+        for start in range(0, count, step):
+            rows = slice(start, min(count, start + step))
+            block = cache[:, : rows.stop - start]
+            np.copyto(block, table[rows].T)
+            for values, column in kept_index:
+                values[rows] = block[column]
+            _derive_block({n: block[index[n]] for n in sources}, out, rows, origin, linear, scratch)
     else:
         columns = arrays.columns
         kept_values = {name: columns[name] for name in kept}
-
-        def work(part: list[slice]) -> None:
-            scratch = (np.empty(step, dtype=np.float32), np.empty(step, dtype=np.float32))
-            for rows in part:
-                src = {n: columns[n][rows].astype(np.float32, copy=False) for n in sources}
-                _derive_block(src, out, rows, origin, linear, scratch)
-
-    _share(work, blocks)
+        for start in range(0, count, step):
+            rows = slice(start, min(count, start + step))
+            src = {n: columns[n][rows].astype(np.float32, copy=False) for n in sources}
+            _derive_block(src, out, rows, origin, linear, scratch)
     properties = []
     for name in kept:
         blender_type, key, _ = splat.ATTRIBUTE_TYPES[arrays.kinds[name]]
@@ -256,18 +244,3 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
         Attribute(RADIANCE_BASE, "FLOAT4", "vector", out.base),
         *(Attribute(f"{SH_PREFIX}{k}", "FLOAT_VECTOR", "vector", band) for k, band in enumerate(out.bands)),
     ]
-
-
-_MAX_THREADS = 4  # the pass is bound by memory bandwidth beyond a few cores
-
-
-def _share(work: Callable[[list[slice]], None], blocks: list[slice]) -> None:
-    """Run ``work`` on contiguous shares of ``blocks``, one per thread (in this thread when there is one)."""
-    threads = max(1, min(_MAX_THREADS, os.cpu_count() or 1, len(blocks)))
-    if threads == 1:
-        work(blocks)
-        return
-    size = -(-len(blocks) // threads)
-    with ThreadPoolExecutor(threads) as pool:
-        for future in [pool.submit(work, blocks[i : i + size]) for i in range(0, len(blocks), size)]:
-            future.result()
