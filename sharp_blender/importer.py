@@ -21,7 +21,8 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import camera, display, native_cloud, placement, splat
+from . import camera, display, native_attributes, native_cloud, placement, splat
+from .native_attributes import Attribute
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,31 @@ def stored_color_space(data: bpy.types.ID) -> int | None:
     return None
 
 
-def build_cloud(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> bpy.types.PointCloud:
-    """A native Gaussian point cloud (Blender >= 5.3) with the same metadata as :func:`build_mesh`."""
-    cloud = native_cloud.build_cloud(name, arrays, origin_cv)
+def cloud_attributes(arrays: splat.SplatArrays) -> tuple[splat.SplatArrays, np.ndarray, list[Attribute]]:
+    """The origin and native point-cloud attributes of ``splat.read(path, check_finite=False)``'s arrays.
+
+    The rows are checked for NaN / infinite values in the one pass that makes the attributes; only a file
+    that has some is read a second time, without them. Returns the (checked) arrays, origin, attributes.
+    """
+    origin = placement.scene_centre(arrays.means_cv)
+    try:
+        return arrays, origin, native_attributes.cloud_attributes(arrays, origin)
+    except splat.NonFiniteRows:
+        arrays = arrays.finite()
+        origin = placement.scene_centre(arrays.means_cv)
+        return arrays, origin, native_attributes.cloud_attributes(arrays, origin)
+
+
+def build_cloud(
+    name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray, attributes: list[Attribute] | None = None
+) -> bpy.types.PointCloud:
+    """A native Gaussian point cloud (Blender >= 5.3) with the same metadata as :func:`build_mesh`.
+
+    ``attributes``: from :func:`cloud_attributes` (made here when not given).
+    """
+    if attributes is None:
+        attributes = native_attributes.cloud_attributes(arrays, origin_cv)
+    cloud = native_cloud.build_cloud(name, arrays.count, attributes)
     try:
         store_metadata(cloud, arrays, origin_cv)
     except BaseException:
@@ -172,17 +195,21 @@ def import_ply(
         raise ValueError("this Blender has no native Gaussian splats (5.3 or later); import with Display: Points")
     t0 = time.perf_counter()
     path = Path(path)
-    arrays = splat.read(path)
+    native = display_mode == native_cloud.DISPLAY_GAUSSIANS
+    attributes = None
+    if native:  # NaN / infinite rows are found in the pass that makes the attributes
+        arrays, origin, attributes = cloud_attributes(splat.read(path, check_finite=False))
+    else:
+        arrays = splat.read(path)
+        origin = placement.scene_centre(arrays.means_cv)
     name = name or path.stem
-    origin = placement.scene_centre(arrays.means_cv)
     # The file's extrinsic places the camera; the splats stay where the file puts them.
     poses = placement.import_poses(
         camera_world(context, placement_mode), arrays.camera.extrinsic if arrays.camera else None, origin
     )
     created: list[bpy.types.ID] = []
     try:
-        native = display_mode == native_cloud.DISPLAY_GAUSSIANS
-        data = build_cloud(name, arrays, origin) if native else build_mesh(name, arrays, origin)
+        data = build_cloud(name, arrays, origin, attributes) if native else build_mesh(name, arrays, origin)
         created.append(data)
         data[PROP_SOURCE] = str(path)
         data[PROP_FRAME] = [float(v) for v in poses.frame.ravel()]

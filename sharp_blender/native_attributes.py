@@ -197,6 +197,10 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
     """Every attribute of the native point cloud of :func:`splat.read`'s arrays, in one pass (no Python loop
     over splats): ``position``, the PLY properties not :func:`held_natively` (own name and type), ``scale``,
     ``rotation``, ``radiance:base`` and ``radiance:sh_k``. Positions are ``p_cv - origin_cv``.
+
+    Raises:
+        splat.NonFiniteRows: ``arrays.unchecked`` and a row holds a NaN or infinite value (checked here,
+            on the cached rows, rather than in a pass of its own); use ``arrays.finite()``.
     """
     names = list(arrays.kinds)
     count = arrays.count
@@ -208,6 +212,7 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
     origin = np.asarray(origin_cv, dtype=np.float32)
     linear = arrays.color_space == ply.COLOR_SPACE_LINEAR
     table = arrays.table
+    unchecked = arrays.unchecked
     step = max(1024, _BLOCK_BYTES // (4 * len(names)))
     scratch = (np.empty(step, dtype=np.float32), np.empty(step, dtype=np.float32))
     if table is not None:
@@ -222,6 +227,8 @@ def cloud_attributes(arrays: splat.SplatArrays, origin_cv: np.ndarray) -> list[A
             rows = slice(start, min(count, start + step))
             block = cache[:, : rows.stop - start]
             np.copyto(block, table[rows].T)
+            if unchecked and not np.isfinite(block).all():
+                raise splat.NonFiniteRows(arrays.source)
             for values, column in kept_index:
                 values[rows] = block[column]
             _derive_block({n: block[index[n]] for n in sources}, out, rows, origin, linear, scratch)

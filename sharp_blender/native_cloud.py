@@ -52,12 +52,14 @@ def set_attributes(data: bpy.types.ID, attributes: Iterable[Attribute]) -> None:
         target.data.foreach_set(attribute.key, np.ascontiguousarray(attribute.values).ravel())
 
 
-def build_cloud(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> bpy.types.PointCloud:
-    """A ``GAUSSIAN_SPLAT`` point cloud of ``arrays.count`` splats with every attribute (no Python loop)."""
-    attributes = native_attributes.cloud_attributes(arrays, origin_cv)
+def build_cloud(name: str, count: int, attributes: list[Attribute]) -> bpy.types.PointCloud:
+    """A ``GAUSSIAN_SPLAT`` point cloud of ``count`` splats with the given attributes (no Python loop).
+
+    ``attributes`` (from :func:`native_attributes.cloud_attributes`) is emptied as they are set.
+    """
     cloud = bpy.data.pointclouds.new(name)
     try:
-        cloud.resize(arrays.count)
+        cloud.resize(count)
         cloud.type = GAUSSIAN_SPLAT
         attributes.reverse()
         while attributes:

@@ -13,6 +13,7 @@ small JSON so that export writes them back.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -116,17 +117,37 @@ class SplatArrays:
     dropped: int = 0  # splats left out because a value was NaN or infinite
     warnings: list[str] = field(default_factory=list)  # for the import report
     table: np.ndarray | None = None  # (N, P) float32 rows in file order, when every property is float32
+    # read(check_finite=False): the table's rows are not checked for NaN / infinite values yet (see finite())
+    unchecked: bool = False
+    source: str = ""  # the file, for messages
     _columns: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
         """PLY name -> contiguous (N,) array in the attribute dtype (:data:`ATTRIBUTE_TYPES`)."""
+        assert not self.unchecked, "call finite() first"
         with self._lock:  # made once, also when two threads ask at the same time
             if self._columns is None:
                 assert self.table is not None
                 self._columns = _table_columns(self.table, list(self.kinds))
             return self._columns
+
+    def finite(self) -> SplatArrays:
+        """These arrays with every row that holds a NaN or infinite value left out (``self`` if checked).
+
+        Raises:
+            ply.PlyError: every row has one.
+        """
+        if not self.unchecked or self.table is None:
+            return self
+        table, dropped = _finite_table(self.table)
+        if dropped == self.count:
+            raise ply.PlyError(_all_dropped(self.source, dropped))
+        warnings = ([_dropped_warning(dropped, self.count)] if dropped else []) + self.warnings
+        return dataclasses.replace(
+            self, count=self.count - dropped, table=table, dropped=dropped, warnings=warnings, unchecked=False
+        )
 
     def attribute_name(self, name: str) -> str:
         """The Blender attribute name of PLY property ``name`` (itself, or its safe form)."""
@@ -248,17 +269,36 @@ def _columns(vertex: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _nonfinite_rows(table: np.ndarray) -> np.ndarray | None:
-    """(N,) mask of the rows with a NaN or infinite value, or None when every value is finite."""
+class NonFiniteRows(Exception):
+    """An unchecked table (``read(check_finite=False)``) turned out to hold NaN or infinite values."""
+
+
+def _finite_table(table: np.ndarray) -> tuple[np.ndarray, int]:
+    """``table`` without its rows that hold a NaN or infinite value, and how many those were."""
     # Block by block, so the common all-finite case reads the rows once and allocates almost nothing.
     for start in range(0, len(table), _CHECK_ROWS):
         if not np.isfinite(table[start : start + _CHECK_ROWS]).all():
-            return ~np.isfinite(table).all(axis=1)
-    return None
+            keep = np.isfinite(table).all(axis=1)
+            return table[keep], len(table) - int(keep.sum())
+    return table, 0
 
 
-def read(path: str | os.PathLike[str]) -> SplatArrays:
+def _all_dropped(source: object, count: int) -> str:
+    return f"{source}: every one of its {count:,} splats has a NaN or infinite value"
+
+
+def _dropped_warning(dropped: int, count: int) -> str:
+    return f"{dropped:,} of {count:,} splats had NaN or infinite values and were left out"
+
+
+def read(path: str | os.PathLike[str], check_finite: bool = True) -> SplatArrays:
     """Read a 3DGS PLY (SHARP, generic with ``f_rest_*``, or plain) into arrays for Blender.
+
+    Args:
+        path: the PLY.
+        check_finite: drop the splats with a NaN or infinite value now. With False, an all-float32 file's
+            rows are left unchecked (``unchecked``) for a caller that checks them in its own pass over
+            the rows (raising :class:`NonFiniteRows`) and then calls :meth:`SplatArrays.finite`.
 
     Raises:
         ply.PlyError: the file is malformed or lacks the 3DGS properties; the message names them.
@@ -276,11 +316,10 @@ def read(path: str | os.PathLike[str]) -> SplatArrays:
         raise ply.PlyError(f"{contents.path}: the PLY has no splats (its vertex element has 0 rows)")
     table = _float_table(vertex)
     columns: dict[str, np.ndarray] | None = None
+    dropped = 0
     if table is not None:
-        bad = _nonfinite_rows(table)
-        dropped = 0 if bad is None else int(bad.sum())
-        if bad is not None and dropped < len(table):
-            table = table[~bad]
+        if check_finite:
+            table, dropped = _finite_table(table)
     else:
         try:
             columns = _columns(vertex)
@@ -289,9 +328,9 @@ def read(path: str | os.PathLike[str]) -> SplatArrays:
         columns, dropped = _finite_rows(columns)
     warnings: list[str] = []
     if dropped == len(vertex):
-        raise ply.PlyError(f"{contents.path}: every one of its {dropped:,} splats has a NaN or infinite value")
+        raise ply.PlyError(_all_dropped(contents.path, dropped))
     if dropped:
-        warnings.append(f"{dropped:,} of {len(vertex):,} splats had NaN or infinite values and were left out")
+        warnings.append(_dropped_warning(dropped, len(vertex)))
     space = contents.scalar_element("color_space")
     # ply's own reader of the SHARP camera elements (intrinsic, image_size, extrinsic and legacy forms).
     camera = ply.camera_from_metadata(contents)
@@ -313,6 +352,8 @@ def read(path: str | os.PathLike[str]) -> SplatArrays:
         dropped=dropped,
         warnings=warnings,
         table=table,
+        unchecked=table is not None and not check_finite,
+        source=str(contents.path),
         _columns=columns,
     )
 
