@@ -6,6 +6,7 @@ metadata elements), then imports it the way ``bpy.ops.sharp.import_ply`` does (s
 all attributes, camera, display modifier) and prints the time of each run and the best.
 
 Usage: python scripts/bench_import.py [--splats N] [--runs 5] [--keep PATH] [--display GAUSSIANS|POINTS] [--stages]
+       [--session]
 Target: <= 0.3 s for 1,179,648 splats on a 2-core CPU (issue 5; issue 11 for the native point cloud,
 the default on Blender >= 5.3: run it with bpy 5.3.0 on Python 3.13).
 """
@@ -108,6 +109,12 @@ def main() -> int:
         help="native point cloud or mesh (default: native where supported)",
     )
     parser.add_argument("--stages", action="store_true", help="also print the median time of each stage")
+    parser.add_argument(
+        "--session",
+        action="store_true",
+        help="keep each run's objects, as a user keeps their imports: every run then gets fresh memory "
+        "(by default the scene is emptied before each run, so a run reuses the memory the last one freed)",
+    )
     args = parser.parse_args()
 
     import bpy
@@ -128,8 +135,10 @@ def main() -> int:
         faults: dict[str, float] = {}
         if args.stages:
             time_stages(totals, faults)
+        bpy.ops.wm.read_homefile(use_empty=True)
         for run in range(args.runs):
-            bpy.ops.wm.read_homefile(use_empty=True)
+            if not args.session:
+                bpy.ops.wm.read_homefile(use_empty=True)
             totals.clear()
             faults.clear()
             t0, c0, f0 = time.perf_counter(), time.process_time(), page_faults()

@@ -124,16 +124,22 @@ def cloud_attributes(arrays: splat.SplatArrays) -> tuple[splat.SplatArrays, np.n
 
 
 def build_cloud(
-    name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray, attributes: list[Attribute] | None = None
+    name: str,
+    arrays: splat.SplatArrays,
+    origin_cv: np.ndarray,
+    attributes: list[Attribute] | None = None,
+    cloud: bpy.types.PointCloud | None = None,
 ) -> bpy.types.PointCloud:
     """A native Gaussian point cloud (Blender >= 5.3) with the same metadata as :func:`build_mesh`.
 
-    ``attributes``: from :func:`cloud_attributes` (made here when not given).
+    ``attributes``: from :func:`cloud_attributes` (made here when not given); ``cloud``: an empty one of
+    ``arrays.count`` points from :func:`native_cloud.new_cloud` to fill (removed if this fails).
     """
     if attributes is None:
         attributes = native_attributes.cloud_attributes(arrays, origin_cv)
-    cloud = native_cloud.build_cloud(name, arrays.count, attributes)
+    cloud = cloud or native_cloud.new_cloud(name, arrays.count)
     try:
+        native_cloud.fill_cloud(cloud, attributes)
         store_metadata(cloud, arrays, origin_cv)
     except BaseException:
         bpy.data.pointclouds.remove(cloud)
@@ -196,21 +202,30 @@ def import_ply(
     t0 = time.perf_counter()
     path = Path(path)
     native = display_mode == native_cloud.DISPLAY_GAUSSIANS
-    attributes = None
+    name = name or path.stem
+    attributes = cloud = None
     if native:  # NaN / infinite rows are found in the pass that makes the attributes
-        arrays, origin, attributes = cloud_attributes(splat.read(path, check_finite=False))
+        arrays = splat.read(path, check_finite=False)
+        cloud = native_cloud.new_cloud(name, arrays.count)  # first: the arrays reuse memory it frees
+        try:
+            arrays, origin, attributes = cloud_attributes(arrays)
+            if arrays.count != len(cloud.points):  # splats with NaN / infinite values were left out
+                cloud.resize(arrays.count)
+        except BaseException:
+            bpy.data.pointclouds.remove(cloud)
+            raise
     else:
         arrays = splat.read(path)
         origin = placement.scene_centre(arrays.means_cv)
-    name = name or path.stem
-    # The file's extrinsic places the camera; the splats stay where the file puts them.
-    poses = placement.import_poses(
-        camera_world(context, placement_mode), arrays.camera.extrinsic if arrays.camera else None, origin
-    )
-    created: list[bpy.types.ID] = []
+    created: list[bpy.types.ID] = [] if cloud is None else [cloud]
     try:
-        data = build_cloud(name, arrays, origin, attributes) if native else build_mesh(name, arrays, origin)
-        created.append(data)
+        # The file's extrinsic places the camera; the splats stay where the file puts them.
+        poses = placement.import_poses(
+            camera_world(context, placement_mode), arrays.camera.extrinsic if arrays.camera else None, origin
+        )
+        data = build_cloud(name, arrays, origin, attributes, cloud) if native else build_mesh(name, arrays, origin)
+        if cloud is None:
+            created.append(data)
         data[PROP_SOURCE] = str(path)
         data[PROP_FRAME] = [float(v) for v in poses.frame.ravel()]
         obj = bpy.data.objects.new(name, data)

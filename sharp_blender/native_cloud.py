@@ -52,20 +52,36 @@ def set_attributes(data: bpy.types.ID, attributes: Iterable[Attribute]) -> None:
         target.data.foreach_set(attribute.key, np.ascontiguousarray(attribute.values).ravel())
 
 
-def build_cloud(name: str, count: int, attributes: list[Attribute]) -> bpy.types.PointCloud:
-    """A ``GAUSSIAN_SPLAT`` point cloud of ``count`` splats with the given attributes (no Python loop).
+def new_cloud(name: str, count: int) -> bpy.types.PointCloud:
+    """An empty ``GAUSSIAN_SPLAT`` point cloud of ``count`` points.
 
-    ``attributes`` (from :func:`native_attributes.cloud_attributes`) is emptied as they are set.
+    Make it before the attribute arrays: resizing frees ~13 MB of scratch memory per million points
+    (already paged in) that the arrays then reuse.
     """
     cloud = bpy.data.pointclouds.new(name)
     try:
         cloud.resize(count)
         cloud.type = GAUSSIAN_SPLAT
-        attributes.reverse()
-        while attributes:
-            # Each array is freed as soon as Blender has its copy, so the allocator can hand that memory,
-            # already paged in, to the next attribute: fresh pages cost more than the copy itself.
-            set_attributes(cloud, [attributes.pop()])
+    except BaseException:
+        bpy.data.pointclouds.remove(cloud)
+        raise
+    return cloud
+
+
+def fill_cloud(cloud: bpy.types.PointCloud, attributes: list[Attribute]) -> None:
+    """Set the attributes (from :func:`native_attributes.cloud_attributes`), emptying the list as it goes."""
+    attributes.reverse()
+    while attributes:
+        # Each array is freed as soon as Blender has its copy, so the allocator can hand that memory,
+        # already paged in, to the next attribute: fresh pages cost more than the copy itself.
+        set_attributes(cloud, [attributes.pop()])
+
+
+def build_cloud(name: str, count: int, attributes: list[Attribute]) -> bpy.types.PointCloud:
+    """A ``GAUSSIAN_SPLAT`` point cloud of ``count`` splats with the given attributes (no Python loop)."""
+    cloud = new_cloud(name, count)
+    try:
+        fill_cloud(cloud, attributes)
     except BaseException:
         bpy.data.pointclouds.remove(cloud)
         raise
