@@ -146,8 +146,10 @@ def _convert(context: bpy.types.Context, obj: bpy.types.Object, target: str) -> 
 def set_display(context: bpy.types.Context, obj: bpy.types.Object, mode: str, color_space: int | None) -> None:
     """Switch a SHARP splat object between native Gaussians and the Geometry Nodes point display.
 
-    The derived attributes of the other display are rebuilt from the kept PLY properties (``f_dc_*``,
-    ``opacity``, ``f_rest_*``) and the file's ``color_space`` (importer.stored_color_space).
+    The derived attributes of the other display are rebuilt from the PLY properties (``f_dc_*``, which a
+    native import keeps only in ``radiance:base``, ``opacity``, ``f_rest_*``) and the file's ``color_space``
+    (importer.stored_color_space). Going to Points stores ``f_dc_*`` under their own names, as
+    ``radiance:base`` is dropped; ``radiance:sh_k`` stay (export reads ``f_rest_*`` back from them).
 
     Raises:
         ValueError: Gaussians on a Blender without them, or an object that is not a SHARP splat object.
