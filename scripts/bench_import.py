@@ -5,7 +5,8 @@ Generates a PLY of SHARP's size (2 layers x 768 x 768 = 1,179,648 splats, with S
 metadata elements), then imports it the way ``bpy.ops.sharp.import_ply`` does (splat object with
 all attributes, camera, display modifier) and prints the time of each run and the best.
 
-Usage: python scripts/bench_import.py [--splats N] [--runs 5] [--keep PATH] [--display GAUSSIANS|POINTS]
+Usage: python scripts/bench_import.py [--splats N] [--runs 5] [--keep PATH] [--display GAUSSIANS|POINTS] [--stages]
+       [--session]
 Target: <= 0.3 s for 1,179,648 splats on a 2-core CPU (issue 5; issue 11 for the native point cloud,
 the default on Blender >= 5.3: run it with bpy 5.3.0 on Python 3.13).
 """
@@ -13,11 +14,15 @@ the default on Blender >= 5.3: run it with bpy 5.3.0 on Python 3.13).
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +56,48 @@ def synthetic_ply(path: Path, count: int, seed: int = 0) -> None:
     ply.write_ply(path, vertex, ply.sharp_metadata(f, (width, height), count, [0.05, 2.0]))
 
 
+# Stages timed with --stages: (label, module, function). The importer looks them up at call time, so
+# wrapping the module attribute times every call; what is left of the run is "other" (cloud, object, camera).
+STAGES = (
+    ("read PLY", "sharp_blender.splat", "read"),
+    ("scene centre", "sharp_blender.placement", "scene_centre"),
+    ("attribute maths", "sharp_blender.native_attributes", "cloud_attributes"),
+    ("attribute maths", "sharp_blender.splat", "derive"),
+    ("Blender attributes", "sharp_blender.native_cloud", "set_attributes"),
+)
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far (fresh memory costs ~4 us a 4 KiB page on some VMs); 0 off Unix."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
+def time_stages(totals: dict[str, float], faults: dict[str, float]) -> None:
+    """Wrap the STAGES functions so that each call adds its wall time to ``totals[label]`` (and its page
+    faults to ``faults[label]``)."""
+
+    def timed(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0, f0 = time.perf_counter(), page_faults()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - t0
+                faults[label] = faults.get(label, 0) + page_faults() - f0
+
+        return wrapper
+
+    for label, module_name, name in STAGES:
+        module = importlib.import_module(module_name)
+        if hasattr(module, name):
+            setattr(module, name, timed(label, getattr(module, name)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splats", type=int, default=SHARP_SPLATS)
@@ -60,6 +107,13 @@ def main() -> int:
         "--display",
         choices=("GAUSSIANS", "POINTS"),
         help="native point cloud or mesh (default: native where supported)",
+    )
+    parser.add_argument("--stages", action="store_true", help="also print the median time of each stage")
+    parser.add_argument(
+        "--session",
+        action="store_true",
+        help="keep each run's objects, as a user keeps their imports: every run then gets fresh memory "
+        "(by default the scene is emptied before each run, so a run reuses the memory the last one freed)",
     )
     args = parser.parse_args()
 
@@ -75,12 +129,24 @@ def main() -> int:
             f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.splats:,} splats) in {time.perf_counter() - t0:.1f} s"
         )
         times, cpu = [], []
+        stages: list[dict[str, float]] = []
+        stage_faults: list[dict[str, float]] = []
+        totals: dict[str, float] = {}
+        faults: dict[str, float] = {}
+        if args.stages:
+            time_stages(totals, faults)
+        bpy.ops.wm.read_homefile(use_empty=True)
         for run in range(args.runs):
-            bpy.ops.wm.read_homefile(use_empty=True)
-            t0, c0 = time.perf_counter(), time.process_time()
+            if not args.session:
+                bpy.ops.wm.read_homefile(use_empty=True)
+            totals.clear()
+            faults.clear()
+            t0, c0, f0 = time.perf_counter(), time.process_time(), page_faults()
             result = importer.import_ply(bpy.context, path, display_mode=args.display)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+            stages.append({**totals, "other": times[-1] - sum(totals.values())})
+            stage_faults.append({**faults, "other": page_faults() - f0 - sum(faults.values())})
             assert importer.splat_count(result.splat) == args.splats
             # CPU time (all threads) tells a busy machine from a slow import.
             print(f"run {run + 1}: {times[-1]:.3f} s wall, {cpu[-1]:.3f} s CPU")
@@ -90,6 +156,10 @@ def main() -> int:
             f"import of {args.splats:,} splats as a {kind}: best {min(times):.3f} s, median {float(np.median(times)):.3f} s "
             f"(CPU time best {min(cpu):.3f} s; load average {os.getloadavg()[0]:.2f})"
         )
+        if args.stages:
+            print("median per stage: " + ", ".join(f"{k} {np.median([s[k] for s in stages]):.3f} s" for k in stages[0]))
+            median_faults = ", ".join(f"{k} {np.median([f[k] for f in stage_faults]):.0f}" for k in stage_faults[0])
+            print(f"median page faults per stage: {median_faults}")
     return 0
 
 

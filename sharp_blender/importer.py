@@ -21,7 +21,8 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import camera, display, native_cloud, placement, splat
+from . import camera, display, native_attributes, native_cloud, placement, splat
+from .native_attributes import Attribute
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def build_mesh(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> b
 def store_metadata(data: bpy.types.ID, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> None:
     """What export needs to write the file back, as custom properties of the mesh or point cloud."""
     data[PROP_ORIGIN] = [float(v) for v in origin_cv]
-    data[PROP_KINDS] = json.dumps({prop: kind for prop, kind, _ in arrays.properties})
+    data[PROP_KINDS] = json.dumps({arrays.attribute_name(name): kind for name, kind in arrays.kinds.items()})
     data[PROP_ELEMENTS] = arrays.elements_json
     if arrays.ply_names:
         data[PROP_PLY_NAMES] = json.dumps(arrays.ply_names)
@@ -107,10 +108,38 @@ def stored_color_space(data: bpy.types.ID) -> int | None:
     return None
 
 
-def build_cloud(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> bpy.types.PointCloud:
-    """A native Gaussian point cloud (Blender >= 5.3) with the same metadata as :func:`build_mesh`."""
-    cloud = native_cloud.build_cloud(name, arrays, origin_cv)
+def cloud_attributes(arrays: splat.SplatArrays) -> tuple[splat.SplatArrays, np.ndarray, list[Attribute]]:
+    """The origin and native point-cloud attributes of ``splat.read(path, check_finite=False)``'s arrays.
+
+    The rows are checked for NaN / infinite values in the one pass that makes the attributes; only a file
+    that has some is read a second time, without them. Returns the (checked) arrays, origin, attributes.
+    """
+    origin = placement.scene_centre(arrays.means_cv)
     try:
+        return arrays, origin, native_attributes.cloud_attributes(arrays, origin)
+    except splat.NonFiniteRows:
+        arrays = arrays.finite()
+        origin = placement.scene_centre(arrays.means_cv)
+        return arrays, origin, native_attributes.cloud_attributes(arrays, origin)
+
+
+def build_cloud(
+    name: str,
+    arrays: splat.SplatArrays,
+    origin_cv: np.ndarray,
+    attributes: list[Attribute] | None = None,
+    cloud: bpy.types.PointCloud | None = None,
+) -> bpy.types.PointCloud:
+    """A native Gaussian point cloud (Blender >= 5.3) with the same metadata as :func:`build_mesh`.
+
+    ``attributes``: from :func:`cloud_attributes` (made here when not given); ``cloud``: an empty one of
+    ``arrays.count`` points from :func:`native_cloud.new_cloud` to fill (removed if this fails).
+    """
+    if attributes is None:
+        attributes = native_attributes.cloud_attributes(arrays, origin_cv)
+    cloud = cloud or native_cloud.new_cloud(name, arrays.count)
+    try:
+        native_cloud.fill_cloud(cloud, attributes)
         store_metadata(cloud, arrays, origin_cv)
     except BaseException:
         bpy.data.pointclouds.remove(cloud)
@@ -172,18 +201,31 @@ def import_ply(
         raise ValueError("this Blender has no native Gaussian splats (5.3 or later); import with Display: Points")
     t0 = time.perf_counter()
     path = Path(path)
-    arrays = splat.read(path)
+    native = display_mode == native_cloud.DISPLAY_GAUSSIANS
     name = name or path.stem
-    origin = placement.scene_centre(arrays.means_cv)
-    # The file's extrinsic places the camera; the splats stay where the file puts them.
-    poses = placement.import_poses(
-        camera_world(context, placement_mode), arrays.camera.extrinsic if arrays.camera else None, origin
-    )
-    created: list[bpy.types.ID] = []
+    attributes = cloud = None
+    if native:  # NaN / infinite rows are found in the pass that makes the attributes
+        arrays = splat.read(path, check_finite=False)
+        cloud = native_cloud.new_cloud(name, arrays.count)  # first: the arrays reuse memory it frees
+        try:
+            arrays, origin, attributes = cloud_attributes(arrays)
+            if arrays.count != len(cloud.points):  # splats with NaN / infinite values were left out
+                cloud.resize(arrays.count)
+        except BaseException:
+            bpy.data.pointclouds.remove(cloud)
+            raise
+    else:
+        arrays = splat.read(path)
+        origin = placement.scene_centre(arrays.means_cv)
+    created: list[bpy.types.ID] = [] if cloud is None else [cloud]
     try:
-        native = display_mode == native_cloud.DISPLAY_GAUSSIANS
-        data = build_cloud(name, arrays, origin) if native else build_mesh(name, arrays, origin)
-        created.append(data)
+        # The file's extrinsic places the camera; the splats stay where the file puts them.
+        poses = placement.import_poses(
+            camera_world(context, placement_mode), arrays.camera.extrinsic if arrays.camera else None, origin
+        )
+        data = build_cloud(name, arrays, origin, attributes, cloud) if native else build_mesh(name, arrays, origin)
+        if cloud is None:
+            created.append(data)
         data[PROP_SOURCE] = str(path)
         data[PROP_FRAME] = [float(v) for v in poses.frame.ravel()]
         obj = bpy.data.objects.new(name, data)

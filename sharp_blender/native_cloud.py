@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 import bpy
 import numpy as np
@@ -53,18 +52,36 @@ def set_attributes(data: bpy.types.ID, attributes: Iterable[Attribute]) -> None:
         target.data.foreach_set(attribute.key, np.ascontiguousarray(attribute.values).ravel())
 
 
-def build_cloud(name: str, arrays: splat.SplatArrays, origin_cv: np.ndarray) -> bpy.types.PointCloud:
-    """A ``GAUSSIAN_SPLAT`` point cloud of ``arrays.count`` splats with every attribute (no Python loop)."""
+def new_cloud(name: str, count: int) -> bpy.types.PointCloud:
+    """An empty ``GAUSSIAN_SPLAT`` point cloud of ``count`` points.
+
+    Make it before the attribute arrays: resizing frees ~13 MB of scratch memory per million points
+    (already paged in) that the arrays then reuse.
+    """
     cloud = bpy.data.pointclouds.new(name)
     try:
-        # The renderer's attributes are derived on a worker thread while this thread copies the PLY's
-        # own values into Blender (numpy releases the GIL, so on two cores the halves overlap).
-        with ThreadPoolExecutor(1) as pool:
-            derived = pool.submit(native_attributes.gaussian_attributes, arrays, origin_cv)
-            cloud.resize(arrays.count)
-            cloud.type = GAUSSIAN_SPLAT
-            set_attributes(cloud, native_attributes.property_attributes(arrays))
-            set_attributes(cloud, derived.result())
+        cloud.resize(count)
+        cloud.type = GAUSSIAN_SPLAT
+    except BaseException:
+        bpy.data.pointclouds.remove(cloud)
+        raise
+    return cloud
+
+
+def fill_cloud(cloud: bpy.types.PointCloud, attributes: list[Attribute]) -> None:
+    """Set the attributes (from :func:`native_attributes.cloud_attributes`), emptying the list as it goes."""
+    attributes.reverse()
+    while attributes:
+        # Each array is freed as soon as Blender has its copy, so the allocator can hand that memory,
+        # already paged in, to the next attribute: fresh pages cost more than the copy itself.
+        set_attributes(cloud, [attributes.pop()])
+
+
+def build_cloud(name: str, count: int, attributes: list[Attribute]) -> bpy.types.PointCloud:
+    """A ``GAUSSIAN_SPLAT`` point cloud of ``count`` splats with the given attributes (no Python loop)."""
+    cloud = new_cloud(name, count)
+    try:
+        fill_cloud(cloud, attributes)
     except BaseException:
         bpy.data.pointclouds.remove(cloud)
         raise
@@ -92,6 +109,25 @@ def _columns(data: bpy.types.ID, names: Iterable[str], count: int) -> dict[str, 
     return {name: _read(data, name, 1, "value", count) for name in names}
 
 
+def _colour_columns(obj: bpy.types.Object, count: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The PLY's ``f_dc_0..2`` and ``opacity``: their attributes, else f_dc from ``radiance:base`` (exact copies)."""
+    data = obj.data
+    names = [f"f_dc_{i}" for i in range(3)]
+    base = None
+    if not all(n in data.attributes for n in names) and native_attributes.RADIANCE_BASE in data.attributes:
+        base = _read(data, native_attributes.RADIANCE_BASE, 4, "vector", count)
+    missing = [n for n in (*names, "opacity") if n not in data.attributes and (base is None or n == "opacity")]
+    if missing:
+        raise ValueError(f"{obj.name} lost its {', '.join(missing)} attribute(s); re-import the PLY")
+    f_dc = []
+    for i, name in enumerate(names):
+        if name in data.attributes or base is None:
+            f_dc.append(_read(data, name, 1, "value", count))
+        else:
+            f_dc.append(np.ascontiguousarray(base[:, i]))
+    return f_dc, _read(data, "opacity", 1, "value", count)
+
+
 def _count(data: bpy.types.ID) -> int:
     return len(data.points) if hasattr(data, "points") else len(data.vertices)
 
@@ -110,8 +146,10 @@ def _convert(context: bpy.types.Context, obj: bpy.types.Object, target: str) -> 
 def set_display(context: bpy.types.Context, obj: bpy.types.Object, mode: str, color_space: int | None) -> None:
     """Switch a SHARP splat object between native Gaussians and the Geometry Nodes point display.
 
-    The derived attributes of the other display are rebuilt from the kept PLY properties (``f_dc_*``,
-    ``opacity``, ``f_rest_*``) and the file's ``color_space`` (importer.stored_color_space).
+    The derived attributes of the other display are rebuilt from the PLY properties (``f_dc_*``, which a
+    native import keeps only in ``radiance:base``, ``opacity``, ``f_rest_*``) and the file's ``color_space``
+    (importer.stored_color_space). Going to Points stores ``f_dc_*`` under their own names, as
+    ``radiance:base`` is dropped; ``radiance:sh_k`` stay (export reads ``f_rest_*`` back from them).
 
     Raises:
         ValueError: Gaussians on a Blender without them, or an object that is not a SHARP splat object.
@@ -125,18 +163,24 @@ def set_display(context: bpy.types.Context, obj: bpy.types.Object, mode: str, co
         raise ValueError("this Blender has no native Gaussian splats (Blender 5.3 or later draws them)")
     data = obj.data
     count = _count(data)
-    names = ("f_dc_0", "f_dc_1", "f_dc_2", "opacity")
-    missing = [n for n in names if n not in data.attributes]
-    if missing:
-        raise ValueError(f"{obj.name} lost its {', '.join(missing)} attribute(s); re-import the PLY")
+    f_dc, opacity = _colour_columns(obj, count)
     rest = [f"f_rest_{i}" for i in range(native_attributes.sh_rest_count(list(data.attributes.keys())))]
-    columns = _columns(data, (*names, *rest), count)
+    f_rest = _columns(data, rest, count)
     if mode == DISPLAY_POINTS:
         _convert(context, obj, "MESH")
+        # A native import keeps f_dc_* only in radiance:base (exactly), which the points display drops.
+        set_attributes(
+            obj.data,
+            [
+                Attribute(f"f_dc_{i}", "FLOAT", "value", values)
+                for i, values in enumerate(f_dc)
+                if f"f_dc_{i}" not in obj.data.attributes
+            ],
+        )
         for name in _GAUSSIAN_ONLY:
             if name in obj.data.attributes:
                 obj.data.attributes.remove(obj.data.attributes[name])
-        col = splat.display_colour([columns[f"f_dc_{i}"] for i in range(3)], columns["opacity"], color_space)
+        col = splat.display_colour(f_dc, opacity, color_space)
         set_attributes(obj.data, [Attribute("Col", "FLOAT_COLOR", "color", col)])
         if hasattr(obj.data, "color_attributes"):
             obj.data.color_attributes.active_color_name = "Col"
@@ -150,10 +194,9 @@ def set_display(context: bpy.types.Context, obj: bpy.types.Object, mode: str, co
         for name in _POINTS_ONLY:
             if name in obj.data.attributes:
                 obj.data.attributes.remove(obj.data.attributes[name])
-        base = native_attributes.radiance_base(
-            [columns[f"f_dc_{i}"] for i in range(3)], columns["opacity"], color_space
-        )
-        bands = native_attributes.sh_bands(columns)
+        base = native_attributes.radiance_base(f_dc, opacity, color_space)
+        # Without f_rest_* attributes the object's radiance:sh_k (if any) already hold the bands.
+        bands = native_attributes.sh_bands(f_rest)
         set_attributes(
             obj.data,
             [

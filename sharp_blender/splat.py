@@ -13,10 +13,12 @@ small JSON so that export writes them back.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ ATTRIBUTE_TYPES: dict[str, tuple[str, str, type]] = {
 }
 POSITION_PROPERTIES = ("x", "y", "z")
 _TRANSPOSE_ROWS = 8192
+_CHECK_ROWS = 16384
 
 # Attribute names a PLY property must not take: Blender's built-in ones (some refuse a new attribute, others
 # make a second one named "position.001"), the display attributes of this add-on and of Blender 5.3's native
@@ -97,20 +100,84 @@ class Derived:
 
 @dataclass
 class SplatArrays:
-    """What the importer hands to Blender. All arrays C-contiguous, ready for ``foreach_set``."""
+    """What the importer hands to Blender: the PLY's vertex properties (finite splats only) and metadata.
+
+    A file whose vertex properties are all float32 (every 3DGS layout) keeps them as the ``(N, P)`` rows
+    of :attr:`table`, a view of the file where that is possible, so a caller that derives its own arrays
+    from the rows (the native point cloud) copies nothing it does not use. :attr:`columns`,
+    :attr:`properties` and :attr:`means_cv` give the values as contiguous arrays, made on first use.
+    """
 
     count: int
-    means_cv: np.ndarray  # (N, 3) f32, OpenCV camera frame, metres
-    # (attribute name, PLY kind, (N,) array in the attribute dtype); the attribute name is the PLY name, or its
-    # safe form from :func:`attribute_names` (see ``ply_names``)
-    properties: list[tuple[str, str, np.ndarray]]
-    columns: dict[str, np.ndarray]  # PLY name -> the same (N,) arrays
+    kinds: dict[str, str]  # PLY property name -> PLY kind (numpy kind such as "f4"), in file order
     color_space: int | None  # 0 sRGB, 1 linear, None when the file does not say (treated as sRGB)
     camera: ply.SplatCamera | None
     elements_json: str  # the non-vertex elements, see :func:`elements_to_json`
     ply_names: dict[str, str] = field(default_factory=dict)  # attribute name -> PLY name, renamed ones only
     dropped: int = 0  # splats left out because a value was NaN or infinite
     warnings: list[str] = field(default_factory=list)  # for the import report
+    table: np.ndarray | None = None  # (N, P) float32 rows in file order, when every property is float32
+    # read(check_finite=False): the table's rows are not checked for NaN / infinite values yet (see finite())
+    unchecked: bool = False
+    source: str = ""  # the file, for messages
+    _columns: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """PLY name -> contiguous (N,) array in the attribute dtype (:data:`ATTRIBUTE_TYPES`)."""
+        assert not self.unchecked, "call finite() first"
+        with self._lock:  # made once, also when two threads ask at the same time
+            if self._columns is None:
+                assert self.table is not None
+                self._columns = _table_columns(self.table, list(self.kinds))
+            return self._columns
+
+    def finite(self) -> SplatArrays:
+        """These arrays with every row that holds a NaN or infinite value left out (``self`` if checked).
+
+        Raises:
+            ply.PlyError: every row has one.
+        """
+        if not self.unchecked or self.table is None:
+            return self
+        table, dropped = _finite_table(self.table)
+        if dropped == self.count:
+            raise ply.PlyError(_all_dropped(self.source, dropped))
+        warnings = ([_dropped_warning(dropped, self.count)] if dropped else []) + self.warnings
+        return dataclasses.replace(
+            self, count=self.count - dropped, table=table, dropped=dropped, warnings=warnings, unchecked=False
+        )
+
+    def attribute_name(self, name: str) -> str:
+        """The Blender attribute name of PLY property ``name`` (itself, or its safe form)."""
+        return self._attribute_names.get(name, name)
+
+    @property
+    def _attribute_names(self) -> dict[str, str]:
+        return {ply_name: attribute for attribute, ply_name in self.ply_names.items()}
+
+    @property
+    def properties(self) -> list[tuple[str, str, np.ndarray]]:
+        """(attribute name, PLY kind, (N,) contiguous values) of every property, in file order."""
+        renamed = self._attribute_names
+        columns = self.columns
+        return [(renamed.get(name, name), kind, columns[name]) for name, kind in self.kinds.items()]
+
+    def field(self, name: str) -> np.ndarray:
+        """One property as an (N,) array, maybe a strided view of :attr:`table` (no copy)."""
+        if self._columns is None and self.table is not None:
+            return self.table[:, list(self.kinds).index(name)]
+        return self.columns[name]
+
+    @property
+    def means_cv(self) -> np.ndarray:
+        """(N, 3) f32 positions, OpenCV camera frame, metres (maybe a strided view of :attr:`table`)."""
+        names = list(self.kinds)
+        first = names.index("x")
+        if self._columns is None and self.table is not None and names[first : first + 3] == ["x", "y", "z"]:
+            return self.table[:, first : first + 3]
+        return np.stack([self.columns[axis] for axis in POSITION_PROPERTIES], axis=1).astype(np.float32, copy=False)
 
 
 def elements_to_json(contents: ply.PlyContents) -> str:
@@ -169,19 +236,30 @@ def unit_quaternions(q: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _columns(vertex: np.ndarray) -> dict[str, np.ndarray]:
-    """Structured vertex rows -> one contiguous array per property, each in its attribute dtype."""
+def _float_table(vertex: np.ndarray) -> np.ndarray | None:
+    """The vertex rows as an (N, P) float32 view when every property is a packed native float32, else None."""
     names = vertex.dtype.names or ()
-    if names and all(vertex.dtype[n] == np.dtype("<f4") for n in names) and vertex.dtype.itemsize == 4 * len(names):
-        # The common case (all float32): one blocked transpose of the rows is ~3x faster than gathering
-        # each property's strided column on its own.
-        rows = vertex.view(np.float32).reshape(len(vertex), len(names))
-        block = np.empty((len(names), len(vertex)), dtype=np.float32)
-        for start in range(0, len(vertex), _TRANSPOSE_ROWS):
-            block[:, start : start + _TRANSPOSE_ROWS] = rows[start : start + _TRANSPOSE_ROWS].T
-        return dict(zip(names, block, strict=True))
+    fields = vertex.dtype.fields or {}
+    if not names or vertex.dtype.itemsize != 4 * len(names) or not vertex.flags.c_contiguous:
+        return None
+    if any(fields[n][0] != np.dtype("=f4") or fields[n][1] != 4 * i for i, n in enumerate(names)):
+        return None
+    return vertex.view(np.float32).reshape(len(vertex), len(names))
+
+
+def _table_columns(table: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """(N, P) float32 rows -> one contiguous array per property."""
+    # A blocked transpose of the rows is ~3x faster than gathering each property's strided column on its own.
+    block = np.empty((len(names), len(table)), dtype=np.float32)
+    for start in range(0, len(table), _TRANSPOSE_ROWS):
+        block[:, start : start + _TRANSPOSE_ROWS] = table[start : start + _TRANSPOSE_ROWS].T
+    return dict(zip(names, block, strict=True))
+
+
+def _columns(vertex: np.ndarray) -> dict[str, np.ndarray]:
+    """Structured vertex rows of any property types -> one contiguous array per property, in its attribute dtype."""
     out: dict[str, np.ndarray] = {}
-    for name in names:
+    for name in vertex.dtype.names or ():
         kind = vertex.dtype[name].kind + str(vertex.dtype[name].itemsize)
         if kind not in ATTRIBUTE_TYPES:
             raise ply.PlyError(f"vertex property {name!r} has unsupported type {vertex.dtype[name]}")
@@ -191,8 +269,36 @@ def _columns(vertex: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def read(path: str | os.PathLike[str]) -> SplatArrays:
+class NonFiniteRows(Exception):
+    """An unchecked table (``read(check_finite=False)``) turned out to hold NaN or infinite values."""
+
+
+def _finite_table(table: np.ndarray) -> tuple[np.ndarray, int]:
+    """``table`` without its rows that hold a NaN or infinite value, and how many those were."""
+    # Block by block, so the common all-finite case reads the rows once and allocates almost nothing.
+    for start in range(0, len(table), _CHECK_ROWS):
+        if not np.isfinite(table[start : start + _CHECK_ROWS]).all():
+            keep = np.isfinite(table).all(axis=1)
+            return table[keep], len(table) - int(keep.sum())
+    return table, 0
+
+
+def _all_dropped(source: object, count: int) -> str:
+    return f"{source}: every one of its {count:,} splats has a NaN or infinite value"
+
+
+def _dropped_warning(dropped: int, count: int) -> str:
+    return f"{dropped:,} of {count:,} splats had NaN or infinite values and were left out"
+
+
+def read(path: str | os.PathLike[str], check_finite: bool = True) -> SplatArrays:
     """Read a 3DGS PLY (SHARP, generic with ``f_rest_*``, or plain) into arrays for Blender.
+
+    Args:
+        path: the PLY.
+        check_finite: drop the splats with a NaN or infinite value now. With False, an all-float32 file's
+            rows are left unchecked (``unchecked``) for a caller that checks them in its own pass over
+            the rows (raising :class:`NonFiniteRows`) and then calls :meth:`SplatArrays.finite`.
 
     Raises:
         ply.PlyError: the file is malformed or lacks the 3DGS properties; the message names them.
@@ -208,20 +314,23 @@ def read(path: str | os.PathLike[str]) -> SplatArrays:
         )
     if len(vertex) == 0:
         raise ply.PlyError(f"{contents.path}: the PLY has no splats (its vertex element has 0 rows)")
-    try:
-        columns = _columns(vertex)
-    except ply.PlyError as exc:
-        raise ply.PlyError(f"{contents.path}: {exc}") from exc
+    table = _float_table(vertex)
+    columns: dict[str, np.ndarray] | None = None
+    dropped = 0
+    if table is not None:
+        if check_finite:
+            table, dropped = _finite_table(table)
+    else:
+        try:
+            columns = _columns(vertex)
+        except ply.PlyError as exc:
+            raise ply.PlyError(f"{contents.path}: {exc}") from exc
+        columns, dropped = _finite_rows(columns)
     warnings: list[str] = []
-    columns, dropped = _finite_rows(columns)
     if dropped == len(vertex):
-        raise ply.PlyError(f"{contents.path}: every one of its {dropped:,} splats has a NaN or infinite value")
+        raise ply.PlyError(_all_dropped(contents.path, dropped))
     if dropped:
-        warnings.append(f"{dropped:,} of {len(vertex):,} splats had NaN or infinite values and were left out")
-    count = len(vertex) - dropped
-    means = np.empty((count, 3), dtype=np.float32)
-    for i, axis in enumerate("xyz"):
-        means[:, i] = columns[axis]
+        warnings.append(_dropped_warning(dropped, len(vertex)))
     space = contents.scalar_element("color_space")
     # ply's own reader of the SHARP camera elements (intrinsic, image_size, extrinsic and legacy forms).
     camera = ply.camera_from_metadata(contents)
@@ -234,18 +343,18 @@ def read(path: str | os.PathLike[str]) -> SplatArrays:
             + ", ".join(f"{old} -> {new}" for old, new in renamed.items())
         )
     return SplatArrays(
-        count=count,
-        means_cv=means,
-        properties=[
-            (renamed.get(n, n), vertex.dtype[n].kind + str(vertex.dtype[n].itemsize), columns[n]) for n in names
-        ],
-        columns=columns,
+        count=len(vertex) - dropped,
+        kinds={n: vertex.dtype[n].kind + str(vertex.dtype[n].itemsize) for n in names},
         color_space=int(space[0]) if space is not None and space.size else None,
         camera=camera,
         elements_json=elements_to_json(contents),
         ply_names={new: old for old, new in renamed.items()},
         dropped=dropped,
         warnings=warnings,
+        table=table,
+        unchecked=table is not None and not check_finite,
+        source=str(contents.path),
+        _columns=columns,
     )
 
 

@@ -67,13 +67,24 @@ def rgb_to_sh_dc(rgb: A) -> A:
     return (x - 0.5) / SH_C0  # type: ignore[no-any-return]
 
 
-def sigmoid(v: A) -> A:
+def sigmoid(v: A, out: Any = None) -> A:
+    """1 / (1 + e^-v). With ``out`` (a numpy array of v's shape) it is computed there, with no temporaries.
+
+    The exp form keeps its relative accuracy for very negative v in float32, where 0.5 (1 + tanh(v / 2))
+    cancels (it gives 0 below v = -17).
+    """
     x: Any = v
     if type(x).__module__.startswith("torch"):
         return x.sigmoid()  # type: ignore[no-any-return]
     import numpy as np
 
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # type: ignore[no-any-return]
+    if out is None:
+        out = np.empty_like(x, dtype=np.result_type(x, np.float32))
+    with np.errstate(over="ignore"):  # e^-v = inf for v < -88 (float32): 1 / inf = 0, as it should be
+        np.negative(x, out=out)
+        np.exp(out, out=out)
+    np.add(out, 1.0, out=out)
+    return np.reciprocal(out, out=out)  # type: ignore[no-any-return]
 
 
 def logit(v: A) -> A:

@@ -81,8 +81,12 @@ def test_native_attributes_placement_and_camera_match_the_points_import(
     origin = np.array(cloud[sharp.importer.PROP_ORIGIN])
     xyz = np.stack([cols[a] for a in "xyz"], axis=1)
     np.testing.assert_allclose(_attr(cloud, "position", 3, "vector"), xyz - origin, atol=1e-5)
-    for name, values in cols.items():  # every PLY property kept exactly, for export
-        np.testing.assert_array_equal(_attr(cloud, name), values, err_msg=name)
+    # The PLY properties the native attributes do not hold exactly are kept under their own names.
+    stored = {"opacity", *(f"scale_{i}" for i in range(3)), *(f"rot_{i}" for i in range(4))}
+    for name in cols:
+        assert (name in cloud.attributes) == (name in stored), name
+    for name in stored:
+        np.testing.assert_array_equal(_attr(cloud, name), cols[name], err_msg=name)
     log_scales = np.stack([cols[f"scale_{i}"] for i in range(3)], axis=1)
     np.testing.assert_allclose(_attr(cloud, "scale", 3, "vector"), np.exp(log_scales), rtol=1e-6)
     base = _attr(cloud, "radiance:base", 4, "vector")
@@ -125,15 +129,31 @@ def test_display_switch_keeps_the_object_and_every_property(
     assert obj.type == "MESH" and sharp.display.modifier(obj) is not None
     assert bpy.data.objects["switch"] == obj and sharp.native_cloud.display_of(obj) == "POINTS"
     assert sharp.importer.PROP_KINDS in obj.data and "Col" in obj.data.attributes
-    for name, values in cols.items():
-        np.testing.assert_array_equal(_attr(obj.data, name), values, err_msg=name)
+    # radiance:base is gone with the Gaussians: the f_dc it held are stored under their own names.
+    for i in range(3):
+        np.testing.assert_array_equal(_attr(obj.data, f"f_dc_{i}"), cols[f"f_dc_{i}"])
+    _assert_exports(sharp, obj, cols, tmp_path / "points.ply")
     assert bpy.ops.sharp.set_display(mode="GAUSSIANS") == {"FINISHED"}
     assert obj.type == "POINTCLOUD" and obj.data.type == "GAUSSIAN_SPLAT" and not obj.modifiers
     assert "Col" not in obj.data.attributes and sharp.importer.PROP_ORIGIN in obj.data
     np.testing.assert_array_equal(_attr(obj.data, "radiance:base", 4, "vector"), base)
+    for k in range(3):
+        band = _attr(obj.data, f"radiance:sh_{k}", 3, "vector")
+        np.testing.assert_array_equal(band, np.stack([cols[f"f_rest_{c * 3 + k}"] for c in range(3)], axis=1))
     np.testing.assert_array_equal(np.array(obj.matrix_world), matrix)
+    _assert_exports(sharp, obj, cols, tmp_path / "gaussians.ply")
+
+
+def _assert_exports(sharp: ModuleType, obj: bpy.types.Object, cols: dict[str, np.ndarray], path: Path) -> None:
+    """Untouched export writes every property back: exactly, and positions within 1e-6 m."""
+    sharp.exporter.export_ply(obj, path, apply_transform=False)
+    back = ply.read_ply(path).vertex
+    assert list(back.dtype.names) == list(cols)
     for name, values in cols.items():
-        np.testing.assert_array_equal(_attr(obj.data, name), values, err_msg=name)
+        if name in "xyz":
+            np.testing.assert_allclose(back[name], values, rtol=0, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(back[name], values, err_msg=name)
 
 
 def test_render_setup_operator(sharp: ModuleType, clean_scene: bpy.types.Scene) -> None:
@@ -181,8 +201,4 @@ def test_export_writes_the_imported_numbers_back_from_either_display(
     assert bpy.ops.sharp.import_ply(filepath=str(tmp_path / "round.ply"), display=mode) == {"FINISHED"}
     obj = bpy.context.active_object
     assert sharp.native_cloud.display_of(obj) == mode
-    sharp.exporter.export_ply(obj, tmp_path / "out.ply", apply_transform=False)
-    back = ply.read_ply(tmp_path / "out.ply").vertex
-    assert list(back.dtype.names) == list(cols)
-    for name, values in cols.items():
-        np.testing.assert_allclose(back[name], values, atol=1e-5, err_msg=name)
+    _assert_exports(sharp, obj, cols, tmp_path / "out.ply")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharp_blender import placement, splat
+from sharp_blender import native_attributes, placement, splat
 from sharp_blender.io import ply
 
 N = 50
@@ -166,3 +166,43 @@ def test_attribute_names_never_collide_with_existing_properties() -> None:
     renamed = splat.attribute_names(names)
     assert set(renamed) == {"position", "ply:position"}
     assert len(set(renamed.values()) | {"x"}) == 3 and not set(renamed.values()) & set(names)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_unchecked_rows_are_checked_in_the_native_attribute_pass(tmp_path: Path, bad: float) -> None:
+    cols = _columns()
+    cols["scale_1"][[3, 40]] = bad  # -inf: exp() gives a finite 0, so only the row check can catch it
+    path = _write(tmp_path / "nan.ply", cols)
+    arrays = splat.read(path, check_finite=False)
+    assert arrays.unchecked and arrays.count == N and arrays.dropped == 0
+    with pytest.raises(splat.NonFiniteRows):
+        native_attributes.cloud_attributes(arrays, np.zeros(3))
+    checked = arrays.finite()
+    assert not checked.unchecked and checked.count == N - 2 and checked.dropped == 2
+    assert "2 of 50 splats" in checked.warnings[0]
+    eager = splat.read(path)  # the default: checked while reading
+    assert (eager.count, eager.dropped) == (checked.count, checked.dropped)
+    origin = placement.scene_centre(checked.means_cv)
+    np.testing.assert_array_equal(origin, placement.scene_centre(eager.means_cv))
+    ours = native_attributes.cloud_attributes(checked, origin)
+    theirs = native_attributes.cloud_attributes(eager, origin)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.name == b.name and np.isfinite(a.values).all()
+        np.testing.assert_array_equal(a.values, b.values, err_msg=a.name)
+
+
+def test_unchecked_clean_rows_need_no_second_look(tmp_path: Path) -> None:
+    arrays = splat.read(_write(tmp_path / "ok.ply", _columns()), check_finite=False)
+    assert arrays.unchecked
+    assert len(native_attributes.cloud_attributes(arrays, np.zeros(3))) == 12
+    assert arrays.finite().count == N
+
+
+def test_unchecked_rows_all_nan_are_refused(tmp_path: Path) -> None:
+    cols = _columns()
+    cols["opacity"][:] = np.nan
+    path = _write(tmp_path / "allnan.ply", cols)
+    arrays = splat.read(path, check_finite=False)
+    with pytest.raises(ply.PlyError, match="every one of its 50 splats") as info:
+        arrays.finite()
+    assert str(path) in str(info.value)

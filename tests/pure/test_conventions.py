@@ -41,6 +41,18 @@ def test_sigmoid_logit_inverse() -> None:
     np.testing.assert_allclose(cv.sigmoid(cv.logit(p)), p, rtol=1e-12)
 
 
+def test_sigmoid_keeps_float32_and_its_relative_accuracy_in_both_tails() -> None:
+    logits = np.array([-40.0, -17.0, -9.0, -1.0, 0.0, 3.0, 20.0, 100.0, -100.0], dtype=np.float32)
+    exact = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    got = cv.sigmoid(logits)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got[:-1], exact[:-1], rtol=1e-6)
+    assert got[-1] == 0.0  # e^-v overflows float32; the true 3.7e-44 is below its normal range
+    out = np.full_like(logits, np.nan)
+    assert cv.sigmoid(logits, out=out) is out
+    np.testing.assert_array_equal(out, got)
+
+
 def test_opencv_to_blender_is_a_proper_rotation() -> None:
     m = np.array(cv.OPENCV_TO_BLENDER)
     assert np.linalg.det(m[:3, :3]) == 1.0

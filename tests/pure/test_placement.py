@@ -154,6 +154,19 @@ def test_scene_centre_is_a_median() -> None:
     pts = np.array([[0, 0, 1], [0, 0, 2], [0, 0, 3], [10, 10, 100]], float)
     np.testing.assert_allclose(pl.scene_centre(pts), [0, 0, 2.5])
     assert pl.scene_centre(np.zeros((0, 3))).shape == (3,)
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 7, 1000):  # all points: exactly numpy's median, even and odd counts
+        p = rng.normal(size=(n, 3)).astype(np.float32)
+        np.testing.assert_array_equal(pl.scene_centre(p), np.median(p.astype(np.float64), axis=0))
+
+
+def test_scene_centre_of_many_splats_samples_the_whole_cloud() -> None:
+    n = 300_000
+    rows = np.zeros((n, 14), np.float32)  # a strided view of PLY rows, as the importer passes it
+    rows[:, :3] = np.random.default_rng(6).normal([1.0, -2.0, 5.0], 1.0, (n, 3))
+    rows[:, 2] += np.linspace(-3, 3, n)  # a trend along the file: the sample must span it
+    centre = pl.scene_centre(rows[:, :3], max_samples=8192)
+    np.testing.assert_allclose(centre, np.median(rows[:, :3], axis=0), atol=0.05)
 
 
 def _rigid(rng: np.random.Generator) -> np.ndarray:
