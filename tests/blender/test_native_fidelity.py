@@ -5,7 +5,8 @@ imported through the add-on, given the add-on's render set-up, and rendered in C
 the created camera, 10 cm to its right, and orbited 5° about the scene centre. The reference is the
 sidecar's Gaussian rasteriser from the same cameras, run as a subprocess in the torch environment
 (the ``sidecar_python`` fixture: ``SHARP_SIDECAR_PYTHON``, which scripts/test.sh sets to the 3.11
-environment's interpreter); this environment needs no torch.
+environment's interpreter); this environment needs no torch. Each EEVEE view renders in a fresh process
+(tests/render_view.py), with shadows off: these scenes have no lights, and the images are the same.
 """
 
 from __future__ import annotations
