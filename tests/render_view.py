@@ -9,7 +9,7 @@ view in its own process. MATRIX.npy is the camera's matrix_world (4, 4).
 Beyond the add-on's render set-up, EEVEE's shadows are turned off: these scenes have no lights, so
 shadows draw nothing (the images are identical to the pixel, measured with bpy 5.3.0), but the shadow
 pipeline still runs every sample and costs a quarter of the render's CPU time (compact scene, 128
-samples: 18.8 s against 25.8 s). The set-up itself leaves shadows on, for the lights of users' scenes.
+samples: 18.8 against 25.8 CPU seconds). The set-up itself leaves shadows on, for the lights of users' scenes.
 """
 
 from __future__ import annotations
