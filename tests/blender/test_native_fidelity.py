@@ -5,7 +5,8 @@ imported through the add-on, given the add-on's render set-up, and rendered in C
 the created camera, 10 cm to its right, and orbited 5° about the scene centre. The reference is the
 sidecar's Gaussian rasteriser from the same cameras, run as a subprocess in the torch environment
 (the ``sidecar_python`` fixture: ``SHARP_SIDECAR_PYTHON``, which scripts/test.sh sets to the 3.11
-environment's interpreter); this environment needs no torch.
+environment's interpreter); this environment needs no torch. Each EEVEE view renders in a fresh process
+(tests/render_view.py), with shadows off: these scenes have no lights, and the images are the same.
 """
 
 from __future__ import annotations
@@ -34,17 +35,15 @@ pytestmark = pytest.mark.skipif(not NATIVE, reason="this Blender has no native G
 CAMERA = gaussian_scenes.SceneCamera(width=120, height=80, focal=144.0)
 ASIDE_M = 0.10
 ORBIT_DEG = 5.0
-# Issue 11's targets, asserted as they are.
+# Issue 11's targets, asserted as they are. Soft splats in EEVEE have the least margin (36.4-37.1 dB at
+# the set-up's 512 samples): EEVEE's Gaussian is 1.06x as wide as the splat's, which makes layered soft
+# splats 2-3 levels too bright (see sharp_blender/render_setup.py); the rest is sampling noise.
 TARGETS_DB = {
     ("compact", "CYCLES"): 40.0,
     ("compact", "BLENDER_EEVEE"): 36.0,
     ("soft", "CYCLES"): 35.0,
     ("soft", "BLENDER_EEVEE"): 36.0,
 }
-# Not reached yet (issue 11 stays open for it): soft splats in EEVEE measure 35.6-36.4 dB at the set-up's
-# 256 samples. EEVEE renders them about 2 levels too bright (its kernel is ~1.06x wide and its dithered
-# blending is not in depth order) and noise is the rest. Asserted at the measured floor, as a guard.
-SHORT_OF_TARGET_DB = {("soft", "BLENDER_EEVEE"): 35.5}
 _REFERENCES: dict[str, np.ndarray] = {}
 
 
@@ -147,5 +146,5 @@ def test_native_render_matches_the_reference_rasteriser(
     if results:  # for the closing note's table
         with open(results, "a") as fh:
             fh.write(json.dumps({"scene": kind, "engine": engine, **scores}) + "\n")
-    threshold = SHORT_OF_TARGET_DB.get((kind, engine), TARGETS_DB[(kind, engine)])
+    threshold = TARGETS_DB[(kind, engine)]
     assert min(scores.values()) >= threshold, f"{kind} in {engine}: {scores} (need >= {threshold} dB)"
