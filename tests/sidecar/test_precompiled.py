@@ -127,6 +127,7 @@ def test_stored_functions_load_and_a_refused_one_is_compiled_again(
     monkeypatch.setattr(precompiled, "load", fake_load)
     twin, report = precompiled.build_precompiled(share_weights_copy(model), FP32, store, KEY)
     groups = precompiled.unit_groups(twin)
+    assert report.pop("warm_up")["how"] == "ran"  # the installed path ran once before it is handed out
     assert {unit["how"] for unit in report.values()} == {"compiled"} and set(report) == set(groups)
     assert all(isinstance(m._compiled_call_impl, precompiled.PrecompiledCall) for ms in groups.values() for m in ms)
     assert model.feature_model._compiled_call_impl is None  # the loaded model itself stays eager
@@ -137,6 +138,7 @@ def test_stored_functions_load_and_a_refused_one_is_compiled_again(
     compiled.clear()
     twin, report = precompiled.build_precompiled(share_weights_copy(model), FP32, store, KEY)
     assert [name for name, unit in report.items() if unit["how"] == "compiled"] == ["decoder"]
+    assert {unit["how"] for name, unit in report.items() if name not in ("decoder", "warm_up")} == {"loaded"}
     assert compiled == ["MultiresConvDecoder.forward"]
     gaussians.set_compiled_unproject(None)
 
