@@ -188,23 +188,28 @@ class FakeServer:
                     self.jobs_ready.wait()
                 request_id, op, params = self.jobs.pop(0)
             self.busy = True
+            answer: dict[str, Any] | None = None
             try:
-                if self.args.malformed:
-                    with self.out_lock:
-                        line = MALFORMED[self.args.malformed].format(id=request_id)
-                        sys.stdout.buffer.write(line.encode("utf-8", "surrogateescape") + b"\n")
-                        sys.stdout.flush()
-                    continue
-                run = self.load if op == protocol.LOAD else self.predict
-                result = run(request_id, params)
-                answer_id = request_id + "-other" if self.args.wrong_id else request_id
-                self.send(protocol.result(answer_id, result))
+                if not self.args.malformed:
+                    run = self.load if op == protocol.LOAD else self.predict
+                    result = run(request_id, params)
+                    answer_id = request_id + "-other" if self.args.wrong_id else request_id
+                    answer = protocol.result(answer_id, result)
             except InterruptedError:
-                self.send(protocol.error(request_id, protocol.CANCELLED, "predict was cancelled"))
+                answer = protocol.error(request_id, protocol.CANCELLED, "predict was cancelled")
             except LookupError as exc:
-                self.send(protocol.error(request_id, protocol.BAD_IMAGE, str(exc)))
+                answer = protocol.error(request_id, protocol.BAD_IMAGE, str(exc))
             finally:
+                # Idle before the answer goes out, as the real server: a status the client sends on reading the
+                # answer must find the job over.
                 self.busy = False
+            if answer is not None:
+                self.send(answer)
+            elif self.args.malformed:
+                with self.out_lock:
+                    line = MALFORMED[self.args.malformed].format(id=request_id)
+                    sys.stdout.buffer.write(line.encode("utf-8", "surrogateescape") + b"\n")
+                    sys.stdout.flush()
 
     def serve(self) -> int:
         threading.Thread(target=self.worker, daemon=True).start()
