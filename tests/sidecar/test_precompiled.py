@@ -126,14 +126,14 @@ def test_stored_functions_load_and_a_refused_one_is_compiled_again(
     monkeypatch.setattr(precompiled, "precompile", fake_precompile)
     monkeypatch.setattr(precompiled, "load", fake_load)
     twin, report = precompiled.build_precompiled(share_weights_copy(model), FP32, store, KEY)
-    groups = precompiled.unit_groups(twin)
+    groups = fastpath.compiled_unit_groups(twin)
     assert report.pop("warm_up")["how"] == "ran"  # the installed path ran once before it is handed out
     assert {unit["how"] for unit in report.values()} == {"compiled"} and set(report) == set(groups)
     assert all(isinstance(m._compiled_call_impl, precompiled.PrecompiledCall) for ms in groups.values() for m in ms)
     assert model.feature_model._compiled_call_impl is None  # the loaded model itself stays eager
 
     # A later start loads every unit; one whose stored bytes torch refuses is compiled again, and only it.
-    inputs = precompiled.record_inputs(twin, lambda: fastpath.warm_up(twin, FP32))  # type: ignore[arg-type]
+    inputs = precompiled.record_inputs(twin, lambda: fastpath.warm_up(twin, FP32))
     store.write(precompiled.unit_key(KEY, "decoder", inputs["decoder"]), b"bad!", 1.0)  # a record torch refuses
     compiled.clear()
     twin, report = precompiled.build_precompiled(share_weights_copy(model), FP32, store, KEY)

@@ -236,17 +236,24 @@ def use_fused_kernels(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+def compiled_unit_groups(model: RGBGaussianPredictor) -> dict[str, list[nn.Module]]:
+    """The modules worth compiling, by graph: the blocks of each ViT share one (same class and input shapes),
+    then the decoders and heads. inference.precompiled saves one function per group."""
+    predictor = model.monodepth_model.monodepth_predictor
+    encoder = predictor.encoder
+    return {
+        "patch_block": list(encoder.patch_encoder.blocks),
+        "image_block": list(encoder.image_encoder.blocks),
+        "decoder": [predictor.decoder],
+        "head": [predictor.head],
+        "feature_model": [model.feature_model],
+        "prediction_head": [model.prediction_head],
+    }
+
+
 def compiled_units(model: RGBGaussianPredictor) -> list[nn.Module]:
-    """The modules worth compiling: each ViT block (one graph shared by all 48), the decoders and heads."""
-    encoder = model.monodepth_model.monodepth_predictor.encoder
-    units: list[nn.Module] = [*encoder.patch_encoder.blocks, *encoder.image_encoder.blocks]
-    units += [
-        model.monodepth_model.monodepth_predictor.decoder,
-        model.monodepth_model.monodepth_predictor.head,
-        model.feature_model,
-        model.prediction_head,
-    ]
-    return units
+    """:func:`compiled_unit_groups`' modules in one list (the 48 ViT blocks first)."""
+    return [unit for units in compiled_unit_groups(model).values() for unit in units]
 
 
 def compile_model(model: RGBGaussianPredictor, mode: str | None = None) -> None:

@@ -7,8 +7,8 @@ guards and Inductor kernels; ``torch.compiler.load_compiled_function`` puts it b
 
 - A unit is an unbound ``forward`` compiled with the module as its first input, so its parameters are graph
   inputs: the 24 blocks of each ViT share one compiled function (``patch_block``, ``image_block``), and any
-  checkpoint of the same shapes runs on it. The other units are fastpath.compiled_units' decoders and
-  heads, and the unprojection (gaussians.set_compiled_unproject).
+  checkpoint of the same shapes runs on it. The other units are fastpath.compiled_unit_groups' decoders
+  and heads, and the unprojection (gaussians.set_compiled_unproject).
 - Each unit is one compile_store entry, keyed by the usual key (torch, CUDA, Triton, GPU, policy, preset,
   resolution) plus the unit, its input shapes and strides and a hash of the model code, so a function is
   never run on inputs, code or software it was not built for. A stored function torch refuses is deleted
@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from .. import gaussians
+from ..model import RGBGaussianPredictor
 from . import compile_store, fastpath
 from .precision import Precision, inference_mode
 
@@ -50,22 +51,6 @@ def supported() -> bool:
     """Whether this torch can save and load precompiled functions (torch >= 2.10)."""
     # Not torch._dynamo: importing it costs seconds, and this runs on the way to the first photo.
     return hasattr(torch.compiler, "load_compiled_function")
-
-
-def unit_groups(model: Any) -> dict[str, list[nn.Module]]:
-    """The compiled units by function: modules in one group share one compiled function (same class, shapes).
-
-    ``model`` is a model.RGBGaussianPredictor (or a copy of one)."""
-    predictor = model.monodepth_model.monodepth_predictor
-    encoder = predictor.encoder
-    return {
-        "patch_block": list(encoder.patch_encoder.blocks),
-        "image_block": list(encoder.image_encoder.blocks),
-        "decoder": [predictor.decoder],
-        "head": [predictor.head],
-        "feature_model": [model.feature_model],
-        "prediction_head": [model.prediction_head],
-    }
 
 
 @functools.cache
@@ -98,10 +83,10 @@ def _empty_like(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
 
 
-def record_inputs(model: nn.Module, run: Callable[[], Any]) -> dict[str, tuple[Any, ...]]:
+def record_inputs(model: RGBGaussianPredictor, run: Callable[[], Any]) -> dict[str, tuple[Any, ...]]:
     """The arguments each group's first module (and the unprojection) get during ``run()``, as empty tensors of
     the same shape, strides and dtype: values don't matter to the trace, and copies would hold GPU memory."""
-    groups = unit_groups(model)
+    groups = fastpath.compiled_unit_groups(model)
     recorded: dict[str, tuple[Any, ...]] = {}
     handles = []
     for name, modules in groups.items():
@@ -179,12 +164,12 @@ def _example(name: str, modules: Sequence[nn.Module], args: tuple[Any, ...]) -> 
 
 
 def build_precompiled(
-    twin: nn.Module,
+    twin: RGBGaussianPredictor,
     precision: Precision,
     store: compile_store.CompileStore,
     base_key: dict[str, str],
     progress: Progress | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[RGBGaussianPredictor, dict[str, Any]]:
     """Make ``twin`` (warm_start.share_weights_copy of the loaded model) the compiled path, from precompiled
     functions: stored ones loaded, missing ones compiled and stored first.
 
@@ -192,11 +177,11 @@ def build_precompiled(
     (gaussians.set_compiled_unproject), used by photos on the compiled path. Returns the twin and a report per
     unit (loaded or compiled, seconds, bytes).
     """
-    groups = unit_groups(twin)
+    groups = fastpath.compiled_unit_groups(twin)
     for modules in groups.values():
         for module in modules:
             fastpath.use_channel_group_norm(module)
-    inputs = record_inputs(twin, lambda: fastpath.warm_up(twin, precision))  # type: ignore[arg-type]
+    inputs = record_inputs(twin, lambda: fastpath.warm_up(twin, precision))
     report: dict[str, Any] = {}
     calls: list[PrecompiledCall] = []
     unproject: Callable[..., Any] | None = None
@@ -230,5 +215,5 @@ def build_precompiled(
     gaussians.set_compiled_unproject(unproject)
     # One forward here, in the background: a function that cannot run fails the build (photos stay eager), and
     # the first compiled photo does not pay what a function costs on its first call (2.3 s measured once).
-    report["warm_up"] = {"how": "ran", "seconds": round(fastpath.warm_up(twin, precision), 3)}  # type: ignore[arg-type]
+    report["warm_up"] = {"how": "ran", "seconds": round(fastpath.warm_up(twin, precision), 3)}
     return twin, report

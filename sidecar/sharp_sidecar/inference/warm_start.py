@@ -178,12 +178,16 @@ class PathSwitch:
     def _build(self, entry: compile_store.Entry | None) -> None:
         self._go.wait(self.delay)
         start = time.perf_counter()
+        twin: nn.Module
         try:
             if self.compiled_precision.gpu_jpeg and self.device.type == "cuda":
                 gpu_jpeg.warm_up(self.device)
             if self.precompile:
                 twin, self.report = precompiled.build_precompiled(
-                    share_weights_copy(self.eager_model), self.compiled_precision, self.store, self.key
+                    share_weights_copy(self.eager_model),  # type: ignore[arg-type]
+                    self.compiled_precision,
+                    self.store,
+                    self.key,
                 )
             else:
                 if entry is not None:
