@@ -43,7 +43,6 @@ from .precision import Precision, inference_mode
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[str, "float | None", str], None]
 UNPROJECT = "unproject"
 
 
@@ -168,14 +167,13 @@ def build_precompiled(
     precision: Precision,
     store: compile_store.CompileStore,
     base_key: dict[str, str],
-    progress: Progress | None = None,
 ) -> tuple[RGBGaussianPredictor, dict[str, Any]]:
     """Make ``twin`` (warm_start.share_weights_copy of the loaded model) the compiled path, from precompiled
     functions: stored ones loaded, missing ones compiled and stored first.
 
-    The unprojection's function is installed process-wide
-    (gaussians.set_compiled_unproject), used by photos on the compiled path. Returns the twin and a report per
-    unit (loaded or compiled, seconds, bytes).
+    The unprojection's function is installed process-wide (gaussians.set_compiled_unproject), used by photos
+    on the compiled path. Returns the twin and a report per unit (loaded or compiled, seconds) and of the
+    final warm-up forward.
     """
     groups = fastpath.compiled_unit_groups(twin)
     for modules in groups.values():
@@ -198,8 +196,6 @@ def build_precompiled(
                 logger.warning("discarding the stored %s function (%s: %s)", name, type(exc).__name__, exc)
                 store.discard(key)
         if function is None:
-            if progress is not None:
-                progress("compile", None, f"compiling {name}")
             payload = precompile(_function_of(name, modules), _example(name, modules, args), precision)
             store.write(key, payload, time.perf_counter() - start)
             function, how = load(payload), "compiled"

@@ -260,14 +260,11 @@ class PathSwitch:
 def compile_key_for(precision: Precision, config: Any, device: Any) -> dict[str, str]:
     """The compile store's key for this policy, model configuration and device, and the code that compiles
     (so a failure recorded by one version of the sidecar does not stop a later one from trying)."""
-    return {**_base_key(precision, config, device), "code": precompiled.code_hash()}
-
-
-def _base_key(precision: Precision, config: Any, device: Any) -> dict[str, str]:
-    return compile_store.compile_key(
+    key = compile_store.compile_key(
         precision.name,
         str(getattr(config, "name", "?")),
         int(getattr(config, "resolution", 0)),
         "reduce-overhead" if precision.cuda_graphs else None,
         compile_store.device_info(device),
     )
+    return {**key, "code": precompiled.code_hash()}
