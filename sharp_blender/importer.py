@@ -124,26 +124,13 @@ def cloud_attributes(arrays: splat.SplatArrays) -> tuple[splat.SplatArrays, np.n
 
 
 def build_cloud(
-    name: str,
-    arrays: splat.SplatArrays,
-    origin_cv: np.ndarray,
-    attributes: list[Attribute] | None = None,
-    cloud: bpy.types.PointCloud | None = None,
+    cloud: bpy.types.PointCloud, arrays: splat.SplatArrays, origin_cv: np.ndarray, attributes: list[Attribute]
 ) -> bpy.types.PointCloud:
-    """A native Gaussian point cloud (Blender >= 5.3) with the same metadata as :func:`build_mesh`.
-
-    ``attributes``: from :func:`cloud_attributes` (made here when not given); ``cloud``: an empty one of
-    ``arrays.count`` points from :func:`native_cloud.new_cloud` to fill (removed if this fails).
-    """
-    if attributes is None:
-        attributes = native_attributes.cloud_attributes(arrays, origin_cv)
-    cloud = cloud or native_cloud.new_cloud(name, arrays.count)
-    try:
-        native_cloud.fill_cloud(cloud, attributes)
-        store_metadata(cloud, arrays, origin_cv)
-    except BaseException:
-        bpy.data.pointclouds.remove(cloud)
-        raise
+    """Fill ``cloud`` (native_cloud.new_cloud of ``arrays.count`` points) with :func:`cloud_attributes`'
+    attributes and give it the metadata :func:`build_mesh` stores (Blender >= 5.3). On failure the caller
+    removes it with the rest of the import."""
+    native_cloud.fill_cloud(cloud, attributes)
+    store_metadata(cloud, arrays, origin_cv)
     return cloud
 
 
@@ -203,7 +190,8 @@ def import_ply(
     path = Path(path)
     native = display_mode == native_cloud.DISPLAY_GAUSSIANS
     name = name or path.stem
-    attributes = cloud = None
+    attributes: list[Attribute] = []
+    cloud = None
     if native:  # NaN / infinite rows are found in the pass that makes the attributes
         arrays = splat.read(path, check_finite=False)
         cloud = native_cloud.new_cloud(name, arrays.count)  # first: the arrays reuse memory it frees
@@ -223,8 +211,10 @@ def import_ply(
         poses = placement.import_poses(
             camera_world(context, placement_mode), arrays.camera.extrinsic if arrays.camera else None, origin
         )
-        data = build_cloud(name, arrays, origin, attributes, cloud) if native else build_mesh(name, arrays, origin)
-        if cloud is None:
+        if cloud is not None:
+            data: bpy.types.ID = build_cloud(cloud, arrays, origin, attributes)
+        else:
+            data = build_mesh(name, arrays, origin)
             created.append(data)
         data[PROP_SOURCE] = str(path)
         data[PROP_FRAME] = [float(v) for v in poses.frame.ravel()]

@@ -77,17 +77,6 @@ def fill_cloud(cloud: bpy.types.PointCloud, attributes: list[Attribute]) -> None
         set_attributes(cloud, [attributes.pop()])
 
 
-def build_cloud(name: str, count: int, attributes: list[Attribute]) -> bpy.types.PointCloud:
-    """A ``GAUSSIAN_SPLAT`` point cloud of ``count`` splats with the given attributes (no Python loop)."""
-    cloud = new_cloud(name, count)
-    try:
-        fill_cloud(cloud, attributes)
-    except BaseException:
-        bpy.data.pointclouds.remove(cloud)
-        raise
-    return cloud
-
-
 def display_of(obj: bpy.types.Object | None) -> str | None:
     """GAUSSIANS or POINTS for a SHARP splat object, None for anything else."""
     if obj is None or obj.data is None:
